@@ -1,0 +1,550 @@
+//! [`BuddyArena`]: power-of-two blocks from one region, split on demand,
+//! coalesced on release.
+//!
+//! # Design
+//!
+//! The region is `total_size = min_block_size * 2^max_order` bytes. A block
+//! of order `k` is `min_block_size << k` bytes and starts at a multiple of
+//! its size; blocks are named by their index in minimum blocks, so the buddy
+//! of block `b` at order `k` is `b ^ (1 << k)`.
+//!
+//! Two layers:
+//!
+//! - **Free lists** behind a mutex: one doubly linked list per order, kept in
+//!   side arrays indexed by block (`next`, `prev`, and `tag`, which says
+//!   "this block is free at order k"), plus a bitmask of non-empty orders.
+//!   Allocation takes the smallest non-empty order that fits and splits it
+//!   down; release merges the block with its buddy while the buddy is free,
+//!   then links the result. Every step is O(1); a whole operation is
+//!   O(max_order).
+//! - **Release caches** in front: per order, [`WAYS`] atomic slots (each on
+//!   its own cache line) that each hold one free, not-yet-merged block. A
+//!   release first tries to park its block in its thread's slot (one CAS);
+//!   an allocation of that order first tries to take it from there. A
+//!   buffer allocated and dropped over and over by a thread therefore costs
+//!   two atomic operations and never touches the mutex, instead of merging
+//!   up to `max_order` levels and splitting them again each time.
+//!
+//! Parked blocks are free but not merged. Whenever the free lists cannot
+//! serve a request, every cache is flushed into the free lists (merging as
+//! usual) before the arena answers [`AllocError::ArenaFull`], so a failure
+//! always means that no block of that order exists even after merging every
+//! free buddy. [`BuddyArena::metrics`] flushes too, so `largest_free_block`
+//! reports the coalesced truth. At most `WAYS * (max_order + 1)` blocks are
+//! parked at any time.
+//!
+//! # Teardown
+//!
+//! Leases hold no reference count. The last handle takes the mutex, sets
+//! `closed`, and flushes every cache slot, leaving the [`CLOSED_SLOT`]
+//! marker in it, so later releases cannot park and go to the mutex instead.
+//! Whoever, under the mutex, sees `closed` with all memory free, frees the
+//! arena after unlocking; a release that parked its block successfully
+//! touches nothing afterwards.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+
+use crate::buffer::{Buffer, Home, Lease};
+use crate::error::{AllocError, BuildError};
+use crate::metrics::{BuddyMetrics, ShardedCounter};
+use crate::region::Region;
+use crate::sync::{self, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// Cache slots per order.
+const WAYS: usize = 4;
+/// Most minimum blocks an arena may have (indices are `u32`, with two
+/// values kept for markers); also bounds `max_order` to 31.
+const MAX_BLOCKS: usize = 1 << 31;
+/// No block: end of a list, or an empty cache slot.
+const NIL: u32 = u32::MAX;
+/// Marks a cache slot of a closed arena: nothing may park there any more.
+const CLOSED_SLOT: u32 = u32::MAX - 1;
+
+/// A cache slot on its own cache line.
+#[repr(align(64))]
+struct Way(AtomicU32);
+
+/// The free lists, and the counters kept under the same lock.
+///
+/// Invariants:
+/// - `tag[b] == k + 1` iff block `b` of order `k` is linked in list `k`;
+///   blocks linked in lists are free, and no two linked blocks are buddies
+///   (they would have been merged);
+/// - bit `k` of `nonempty` is set iff list `k` is non-empty;
+/// - `free_bytes` is the sum of the sizes of the linked blocks.
+struct FreeLists {
+    heads: [u32; 32],
+    next: Box<[u32]>,
+    prev: Box<[u32]>,
+    tag: Box<[u8]>,
+    nonempty: u32,
+    free_bytes: usize,
+    min_shift: u32,
+    max_order: u32,
+    splits: u64,
+    coalesces: u64,
+    failures: u64,
+    closed: bool,
+}
+
+impl FreeLists {
+    fn link(&mut self, b: u32, k: u32) {
+        let head = self.heads[k as usize];
+        self.tag[b as usize] = k as u8 + 1;
+        self.next[b as usize] = head;
+        self.prev[b as usize] = NIL;
+        if head != NIL {
+            self.prev[head as usize] = b;
+        }
+        self.heads[k as usize] = b;
+        self.nonempty |= 1 << k;
+        self.free_bytes += 1 << (k + self.min_shift);
+    }
+
+    fn unlink(&mut self, b: u32, k: u32) {
+        let (next, prev) = (self.next[b as usize], self.prev[b as usize]);
+        self.tag[b as usize] = 0;
+        if prev == NIL {
+            self.heads[k as usize] = next;
+            if next == NIL {
+                self.nonempty &= !(1 << k);
+            }
+        } else {
+            self.next[prev as usize] = next;
+        }
+        if next != NIL {
+            self.prev[next as usize] = prev;
+        }
+        self.free_bytes -= 1 << (k + self.min_shift);
+    }
+
+    /// Takes a block of order `k`, splitting a larger one if needed.
+    fn take(&mut self, k: u32) -> Option<u32> {
+        let fits = self.nonempty & (u32::MAX << k);
+        if fits == 0 {
+            return None;
+        }
+        let mut j = fits.trailing_zeros();
+        let b = self.heads[j as usize];
+        self.unlink(b, j);
+        while j > k {
+            j -= 1;
+            self.link(b + (1 << j), j);
+            self.splits += 1;
+        }
+        Some(b)
+    }
+
+    /// Frees block `b` of order `k`, merging it with free buddies.
+    fn free(&mut self, mut b: u32, mut k: u32) {
+        while k < self.max_order {
+            let buddy = b ^ (1 << k);
+            if self.tag[buddy as usize] != k as u8 + 1 {
+                break;
+            }
+            self.unlink(buddy, k);
+            b &= !(1 << k);
+            k += 1;
+            self.coalesces += 1;
+        }
+        self.link(b, k);
+    }
+
+    fn largest_free_order(&self) -> Option<u32> {
+        (self.nonempty != 0).then(|| 31 - self.nonempty.leading_zeros())
+    }
+}
+
+/// The shared state of a buddy arena.
+///
+/// Invariants:
+/// - every byte of the region is in exactly one of: a block linked in the
+///   free lists, a block parked in a cache slot, or a leased block;
+/// - a block's bytes are accessed only by the holder of its lease;
+/// - the value is freed exactly once, by whoever sees `closed` and
+///   `free_bytes == total_size` under the lock (see the module docs).
+pub(crate) struct BuddyInner {
+    lists: Mutex<FreeLists>,
+    cache: Box<[Way]>,
+    region: Region,
+    total_size: usize,
+    min_block_size: usize,
+    min_shift: u32,
+    auto_spill: bool,
+    handles: AtomicUsize,
+    allocs: ShardedCounter,
+    spills: AtomicU64,
+}
+
+impl BuddyInner {
+    #[inline]
+    fn way(&self, k: u32, thread: usize) -> &AtomicU32 {
+        &self.cache[k as usize * WAYS + thread % WAYS].0
+    }
+
+    /// Moves every parked block to the free lists, leaving `marker` in each
+    /// cache slot.
+    fn flush(&self, lists: &mut FreeLists, marker: u32) {
+        for (i, way) in self.cache.iter().enumerate() {
+            // AcqRel: the parking release's writes to the block happen
+            // before whoever gets the block next.
+            let b = way.0.swap(marker, Ordering::AcqRel);
+            if b < CLOSED_SLOT {
+                lists.free(b, (i / WAYS) as u32);
+            }
+        }
+    }
+
+    #[cold]
+    fn allocate_slow(&self, k: u32) -> Result<u32, AllocError> {
+        let mut lists = sync::lock(&self.lists);
+        if let Some(b) = lists.take(k) {
+            return Ok(b);
+        }
+        self.flush(&mut lists, NIL);
+        if let Some(b) = lists.take(k) {
+            return Ok(b);
+        }
+        lists.failures += 1;
+        Err(AllocError::ArenaFull)
+    }
+}
+
+/// Frees the arena's state.
+///
+/// # Safety
+///
+/// `inner` came from `Box::into_raw`, the arena is closed and all its memory
+/// is free: no handle or lease is left to touch it.
+unsafe fn teardown(inner: NonNull<BuddyInner>) {
+    // SAFETY: guaranteed by the caller.
+    drop(unsafe { Box::from_raw(inner.as_ptr()) });
+}
+
+/// A leased block of a buddy arena.
+pub(crate) struct BuddyLease {
+    inner: NonNull<BuddyInner>,
+    block: u32,
+    order: u32,
+}
+
+impl BuddyLease {
+    fn inner(&self) -> &BuddyInner {
+        // SAFETY: the arena is not freed while a block is leased (teardown
+        // waits for all memory to be free).
+        unsafe { self.inner.as_ref() }
+    }
+
+    pub(crate) fn count_spill(&self) {
+        self.inner().spills.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn release(&self) {
+        let arena = self.inner();
+        // Release: our writes to the block happen before the next taker's
+        // Acquire. After a successful park we touch nothing: the arena may
+        // be torn down at any moment from then on.
+        let way = arena.way(self.order, sync::thread_index());
+        if way
+            .compare_exchange(NIL, self.block, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        let mut lists = sync::lock(&arena.lists);
+        lists.free(self.block, self.order);
+        let last = lists.closed && lists.free_bytes == arena.total_size;
+        drop(lists);
+        if last {
+            // SAFETY: closed (no handles) and all memory free (no leases):
+            // nobody else can reach the arena, and we hold no borrow of it.
+            unsafe { teardown(self.inner) }
+        }
+    }
+}
+
+/// A pool of power-of-two blocks carved from one region.
+///
+/// `allocate(len)` rounds `len` up to a power of two (at least
+/// [`min_block_size`](BuddyArena::min_block_size)) and hands out a block of
+/// that size, splitting a larger free block if needed; released blocks merge
+/// with their free buddy. Use it when buffer sizes vary widely; use
+/// [`FixedArena`](crate::FixedArena) when one size fits all (it is faster
+/// and never fragments).
+///
+/// `BuddyArena` is a cheap [`Clone`] handle (`Send + Sync`); buffers and
+/// frozen `Bytes` keep the memory alive after the last handle drops.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use arenabuf::BuddyArena;
+/// use bytes::BufMut;
+///
+/// let nz = |n| NonZeroUsize::new(n).unwrap();
+/// let arena = BuddyArena::builder(nz(1 << 20), nz(256)).build()?;
+/// let mut buf = arena.allocate(nz(3000))?;
+/// assert_eq!(buf.capacity(), 4096);
+/// buf.put_slice(&[7; 3000]);
+/// let bytes = buf.freeze();
+/// assert_eq!(arena.metrics().live_bytes, 4096);
+/// drop(bytes);
+/// assert_eq!(arena.metrics().largest_free_block, 1 << 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BuddyArena {
+    inner: NonNull<BuddyInner>,
+}
+
+// SAFETY: shared state is atomics, a mutex, or immutable after build; block
+// memory is only touched through leases, one owner each.
+unsafe impl Send for BuddyArena {}
+// SAFETY: as for `Send`; `&BuddyArena` only allocates, which is thread-safe.
+unsafe impl Sync for BuddyArena {}
+
+impl BuddyArena {
+    /// Starts building an arena of `total_size` bytes handing out blocks of
+    /// at least `min_block_size` bytes.
+    ///
+    /// `min_block_size` must be a power of two and `total_size` a
+    /// power-of-two multiple of it; [`build`](BuddyArenaBuilder::build)
+    /// says what is wrong otherwise.
+    pub fn builder(total_size: NonZeroUsize, min_block_size: NonZeroUsize) -> BuddyArenaBuilder {
+        BuddyArenaBuilder {
+            total_size,
+            min_block_size,
+            auto_spill: false,
+        }
+    }
+
+    #[inline]
+    fn inner(&self) -> &BuddyInner {
+        // SAFETY: a handle keeps the arena open, so it is alive.
+        unsafe { self.inner.as_ref() }
+    }
+
+    /// The order of the smallest block holding `len` bytes.
+    #[inline]
+    fn order_for(&self, len: usize) -> Result<u32, AllocError> {
+        let arena = self.inner();
+        if len > arena.total_size {
+            return Err(AllocError::RequestTooLarge {
+                requested: len,
+                max: arena.total_size,
+            });
+        }
+        let size = len.max(arena.min_block_size).next_power_of_two();
+        Ok(size.trailing_zeros() - arena.min_shift)
+    }
+
+    /// Leases a block of at least `len` bytes as an empty [`Buffer`]; its
+    /// capacity is `len` rounded up to a power of two, at least
+    /// [`min_block_size`](Self::min_block_size).
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::RequestTooLarge`] if `len > total_size` (it can never
+    /// fit); [`AllocError::ArenaFull`] if no free block of that size exists,
+    /// even after merging every pair of free buddies.
+    #[inline]
+    pub fn allocate(&self, len: NonZeroUsize) -> Result<Buffer, AllocError> {
+        let k = self.order_for(len.get())?;
+        let arena = self.inner();
+        let thread = sync::thread_index();
+        let way = arena.way(k, thread);
+        let parked = way.load(Ordering::Relaxed);
+        let block = if parked < CLOSED_SLOT
+            && way
+                .compare_exchange(parked, NIL, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            parked
+        } else {
+            arena.allocate_slow(k)?
+        };
+        arena.allocs.add(thread);
+        // SAFETY: block `block` of order `k` lies inside the region.
+        let ptr = unsafe { arena.region.at((block as usize) << arena.min_shift) };
+        let lease = Lease {
+            ptr,
+            cap: arena.min_block_size << k,
+            home: Home::Buddy(BuddyLease {
+                inner: self.inner,
+                block,
+                order: k,
+            }),
+        };
+        Ok(Buffer::from_lease(lease, arena.auto_spill))
+    }
+
+    /// The arena's size in bytes.
+    pub fn total_size(&self) -> usize {
+        self.inner().total_size
+    }
+
+    /// The smallest block handed out, in bytes.
+    pub fn min_block_size(&self) -> usize {
+        self.inner().min_block_size
+    }
+
+    /// A snapshot of the arena's counters.
+    ///
+    /// Takes the arena's lock and merges parked free blocks first, so
+    /// `largest_free_block` is what an allocation could get now.
+    pub fn metrics(&self) -> BuddyMetrics {
+        let arena = self.inner();
+        let mut lists = sync::lock(&arena.lists);
+        arena.flush(&mut lists, NIL);
+        BuddyMetrics {
+            alloc_count: arena.allocs.sum(),
+            alloc_failure_count: lists.failures,
+            spill_count: arena.spills.load(Ordering::Relaxed),
+            live_bytes: arena.total_size - lists.free_bytes,
+            reserved_bytes: arena.total_size,
+            split_count: lists.splits,
+            coalesce_count: lists.coalesces,
+            largest_free_block: lists
+                .largest_free_order()
+                .map_or(0, |k| arena.min_block_size << k),
+        }
+    }
+}
+
+impl Clone for BuddyArena {
+    fn clone(&self) -> Self {
+        let old = self.inner().handles.fetch_add(1, Ordering::Relaxed);
+        if old > isize::MAX as usize {
+            // As `Arc` does: wrapping around would free the arena in use.
+            std::process::abort();
+        }
+        Self { inner: self.inner }
+    }
+}
+
+impl Drop for BuddyArena {
+    fn drop(&mut self) {
+        if self.inner().handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let arena = self.inner();
+        let mut lists = sync::lock(&arena.lists);
+        lists.closed = true;
+        arena.flush(&mut lists, CLOSED_SLOT);
+        let last = lists.free_bytes == arena.total_size;
+        drop(lists);
+        if last {
+            // SAFETY: no handle is left and all memory is free, so no lease
+            // is either; we hold no borrow of the arena.
+            unsafe { teardown(self.inner) }
+        }
+    }
+}
+
+impl fmt::Debug for BuddyArena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuddyArena")
+            .field("total_size", &self.total_size())
+            .field("min_block_size", &self.min_block_size())
+            .field("auto_spill", &self.inner().auto_spill)
+            .finish()
+    }
+}
+
+/// Configures and builds a [`BuddyArena`]; from [`BuddyArena::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "call .build() to create the arena"]
+pub struct BuddyArenaBuilder {
+    total_size: NonZeroUsize,
+    min_block_size: NonZeroUsize,
+    auto_spill: bool,
+}
+
+impl BuddyArenaBuilder {
+    /// Lets buffers that outgrow their block move to the heap instead of
+    /// panicking: the written bytes are copied once, the block goes back to
+    /// the arena at once, and the spill is counted in
+    /// [`BuddyMetrics::spill_count`].
+    pub fn auto_spill(mut self) -> Self {
+        self.auto_spill = true;
+        self
+    }
+
+    /// Validates the geometry, reserves the memory and builds the arena.
+    ///
+    /// Besides the region itself, the arena keeps 9 bytes of bookkeeping per
+    /// minimum block.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::MinBlockNotPowerOfTwo`],
+    /// [`BuildError::TotalNotPowerOfTwoMultiple`],
+    /// [`BuildError::TooManyBlocks`] (more than 2^31 minimum blocks), or
+    /// [`BuildError::OutOfMemory`].
+    pub fn build(self) -> Result<BuddyArena, BuildError> {
+        let (total, min) = (self.total_size.get(), self.min_block_size.get());
+        if !min.is_power_of_two() {
+            return Err(BuildError::MinBlockNotPowerOfTwo {
+                min_block_size: min,
+                suggested: min.checked_next_power_of_two().unwrap_or(min),
+            });
+        }
+        let blocks = total / min;
+        if total % min != 0 || !blocks.is_power_of_two() || total > isize::MAX as usize {
+            let suggested = if blocks == 0 {
+                min
+            } else {
+                min << (usize::BITS - 1 - blocks.leading_zeros())
+            };
+            return Err(BuildError::TotalNotPowerOfTwoMultiple {
+                total_size: total,
+                min_block_size: min,
+                suggested,
+            });
+        }
+        if blocks > MAX_BLOCKS {
+            return Err(BuildError::TooManyBlocks {
+                total_size: total,
+                blocks,
+                max_blocks: MAX_BLOCKS,
+            });
+        }
+        let min_shift = min.trailing_zeros();
+        let max_order = blocks.trailing_zeros();
+        let region = Region::new(total)?;
+        let mut lists = FreeLists {
+            heads: [NIL; 32],
+            next: vec![NIL; blocks].into_boxed_slice(),
+            prev: vec![NIL; blocks].into_boxed_slice(),
+            tag: vec![0; blocks].into_boxed_slice(),
+            nonempty: 0,
+            free_bytes: 0,
+            min_shift,
+            max_order,
+            splits: 0,
+            coalesces: 0,
+            failures: 0,
+            closed: false,
+        };
+        lists.link(0, max_order);
+        let cache = (0..(max_order as usize + 1) * WAYS)
+            .map(|_| Way(AtomicU32::new(NIL)))
+            .collect();
+        let inner = Box::new(BuddyInner {
+            lists: Mutex::new(lists),
+            cache,
+            region,
+            total_size: total,
+            min_block_size: min,
+            min_shift,
+            auto_spill: self.auto_spill,
+            handles: AtomicUsize::new(1),
+            allocs: ShardedCounter::new(),
+            spills: AtomicU64::new(0),
+        });
+        Ok(BuddyArena {
+            inner: NonNull::from(Box::leak(inner)),
+        })
+    }
+}

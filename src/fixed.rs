@@ -1,0 +1,445 @@
+//! [`FixedArena`]: uniform slots claimed from a lock-free bitmap.
+//!
+//! # Design
+//!
+//! The region is `slot_count` slots of `slot_capacity` bytes. Slot state
+//! lives in a bitmap of `AtomicU64` words, one word per cache line; each word
+//! covers [`SLOTS_PER_WORD`] = 63 slots, and its top bit is the [`CLOSED`]
+//! flag used to tear the arena down (below). A set bit means "in use".
+//!
+//! - **Claim**: start at the word this thread last claimed from (or a
+//!   per-thread word), `fetch_or` the lowest clear bit; if another thread got
+//!   there first the returned word shows the new state and we try the next
+//!   clear bit. Full words are skipped; the search covers every word twice
+//!   before it reports [`AllocError::ArenaFull`], so a failure means every
+//!   slot was seen in use.
+//! - **Release**: one `fetch_and` clearing the bit. That is the only shared
+//!   write; the per-slot release counter lives beside the slot and is written
+//!   only by the slot's owner.
+//!
+//! # Teardown without a per-buffer reference count
+//!
+//! Buffers and frozen `Bytes` keep the arena's memory alive, but they do not
+//! bump a shared reference count (that one cache line would bounce between
+//! every core on every allocation). Instead:
+//!
+//! - handles ([`FixedArena`] clones) are counted in `handles`;
+//! - when the last handle drops, it stores `pending = words + 1` and sets
+//!   [`CLOSED`] in every word with `fetch_or`, counting the words that were
+//!   already empty; it then subtracts that count plus its own 1;
+//! - a release whose `fetch_and` returns a word with [`CLOSED`] set and
+//!   leaves it empty subtracts 1.
+//!
+//! No slot can be claimed after the last handle is gone, so each word is
+//! counted exactly once, by the closer or by the release that empties it.
+//! Whoever brings `pending` to zero frees the arena. A release that does not
+//! empty a closed word touches nothing after its `fetch_and`.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+
+use crate::buffer::{Buffer, Home, Lease};
+use crate::error::{AllocError, BuildError};
+use crate::metrics::FixedMetrics;
+use crate::region::Region;
+use crate::sync::{self, AtomicU64, AtomicUsize, Ordering};
+
+/// Slots covered by one bitmap word.
+pub(crate) const SLOTS_PER_WORD: usize = 63;
+/// The bit of every word that marks the arena as closed (no handles left).
+pub(crate) const CLOSED: u64 = 1 << 63;
+
+/// One bitmap word on its own cache line.
+#[repr(align(64))]
+struct Word(AtomicU64);
+
+/// The shared state of a fixed arena.
+///
+/// Invariants:
+/// - bit `b` of `words[w]` (`b < 63`) is set iff slot `w * 63 + b` is leased
+///   out, or the slot does not exist (bits of the last word past
+///   `slot_count`, in `last_pad`, are set at build and never cleared);
+/// - a slot's bytes (`region[slot * slot_capacity ..][..slot_capacity]`) are
+///   accessed only by the holder of its lease;
+/// - `releases[slot]` is written only by the holder of the slot's lease;
+/// - the value is freed exactly once, by whoever brings `pending` to zero
+///   after the last handle dropped (see the module docs).
+pub(crate) struct FixedInner {
+    words: Box<[Word]>,
+    releases: Box<[AtomicU64]>,
+    region: Region,
+    slot_capacity: usize,
+    slot_count: usize,
+    last_pad: u64,
+    auto_spill: bool,
+    handles: AtomicUsize,
+    pending: AtomicUsize,
+    failures: AtomicU64,
+    spills: AtomicU64,
+}
+
+impl FixedInner {
+    /// The bits of word `w` that stand for slots that do not exist.
+    #[inline]
+    fn pad(&self, w: usize) -> u64 {
+        if w + 1 == self.words.len() {
+            self.last_pad
+        } else {
+            0
+        }
+    }
+
+    /// Claims a free slot, returning its word and bit.
+    #[inline]
+    fn claim(&self, key: usize) -> Option<(usize, u32)> {
+        let n = self.words.len();
+        let start = sync::word_hint(key, n);
+        for _pass in 0..2 {
+            let mut w = start;
+            for _ in 0..n {
+                if let Some(bit) = claim_in_word(&self.words[w].0) {
+                    sync::set_word_hint(key, w);
+                    return Some((w, bit));
+                }
+                w += 1;
+                if w == n {
+                    w = 0;
+                }
+            }
+        }
+        None
+    }
+
+    fn live_slots(&self) -> usize {
+        self.words
+            .iter()
+            .enumerate()
+            .map(|(w, word)| {
+                (word.0.load(Ordering::Relaxed) & !CLOSED & !self.pad(w)).count_ones() as usize
+            })
+            .sum()
+    }
+}
+
+/// Claims the lowest clear slot bit of `word`, if there is one.
+#[inline]
+fn claim_in_word(word: &AtomicU64) -> Option<u32> {
+    let mut current = word.load(Ordering::Relaxed);
+    loop {
+        let free = !current & !CLOSED;
+        if free == 0 {
+            return None;
+        }
+        let bit = free.trailing_zeros();
+        let mask = 1u64 << bit;
+        // Acquire: the previous holder's writes to the slot (and its release
+        // counter) happen before ours.
+        let prev = word.fetch_or(mask, Ordering::Acquire);
+        if prev & mask == 0 {
+            return Some(bit);
+        }
+        current = prev;
+    }
+}
+
+/// Frees the arena's state.
+///
+/// # Safety
+///
+/// `inner` came from `Box::into_raw`, and the caller brought `pending` to
+/// zero: no handle, lease or other thread will touch it again.
+unsafe fn teardown(inner: NonNull<FixedInner>) {
+    // SAFETY: guaranteed by the caller.
+    drop(unsafe { Box::from_raw(inner.as_ptr()) });
+}
+
+/// Subtracts `n` from `pending`, freeing the arena if that was the rest.
+///
+/// # Safety
+///
+/// `inner` is alive, and the caller holds `n` of the `pending` counts (see
+/// the module docs); it must not touch `inner` afterwards.
+unsafe fn finish(inner: NonNull<FixedInner>, n: usize) {
+    // SAFETY: the caller's unreturned counts keep `pending > 0`, so the
+    // arena has not been freed yet.
+    let pending = unsafe { &inner.as_ref().pending };
+    if pending.fetch_sub(n, Ordering::AcqRel) == n {
+        // SAFETY: we took `pending` to zero: every word is empty and closed
+        // and no handle is left, so nobody else can reach `inner`.
+        unsafe { teardown(inner) }
+    }
+}
+
+/// A leased slot of a fixed arena.
+pub(crate) struct FixedLease {
+    inner: NonNull<FixedInner>,
+    word: usize,
+    bit: u32,
+}
+
+impl FixedLease {
+    fn inner(&self) -> &FixedInner {
+        // SAFETY: the arena is not freed while this lease's bit is set (the
+        // teardown protocol waits for every word to empty).
+        unsafe { self.inner.as_ref() }
+    }
+
+    pub(crate) fn count_spill(&self) {
+        self.inner().spills.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn release(&self) {
+        let (inner, w, mask) = (self.inner, self.word, 1u64 << self.bit);
+        let pad = {
+            let arena = self.inner();
+            let releases = &arena.releases[w * SLOTS_PER_WORD + self.bit as usize];
+            // Only this lease's holder writes this counter: load + store is
+            // enough, and keeps a locked instruction off the hot path.
+            releases.store(
+                releases.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+            arena.pad(w)
+        };
+        // SAFETY: the bit is still set, so the arena is alive. Release: our
+        // writes to the slot happen before the next claimer's Acquire.
+        // Acquire: if we empty a closed word, the closer's writes (and every
+        // earlier release of this word) happen before our teardown.
+        let word = unsafe { &inner.as_ref().words[w].0 };
+        let prev = word.fetch_and(!mask, Ordering::AcqRel);
+        // From here on the arena may already be freed by another thread,
+        // unless we just emptied a closed word: then we own its count.
+        if prev & CLOSED != 0 && prev & !mask & !CLOSED == pad {
+            // SAFETY: this release emptied a closed word; that word's count
+            // in `pending` is ours to return (module docs).
+            unsafe { finish(inner, 1) }
+        }
+    }
+}
+
+/// A pool of uniform slots with a lock-free claim.
+///
+/// Every buffer from a `FixedArena` has the same capacity,
+/// [`slot_capacity`](FixedArena::slot_capacity). Allocation is one atomic
+/// `fetch_or` on a bitmap word (usually the word this thread used last), and
+/// release is one `fetch_and`: no lock, no heap allocation, no shared counter.
+///
+/// `FixedArena` is a cheap [`Clone`] handle (`Send + Sync`). Buffers and
+/// frozen `Bytes` do not borrow it: when every handle is dropped, the memory
+/// stays valid until the last buffer and `Bytes` drop, and is freed then.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use arenabuf::{AllocError, FixedArena};
+/// use bytes::BufMut;
+///
+/// let arena = FixedArena::builder(NonZeroUsize::new(2).unwrap(), NonZeroUsize::new(1024).unwrap())
+///     .build()?;
+/// let mut a = arena.allocate()?;
+/// a.put_slice(b"frame");
+/// let frame = a.freeze();
+/// let _b = arena.allocate()?;
+/// assert_eq!(arena.allocate().unwrap_err(), AllocError::ArenaFull);
+/// drop(frame); // the last reference: the slot goes back
+/// assert!(arena.allocate().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FixedArena {
+    inner: NonNull<FixedInner>,
+}
+
+// SAFETY: all shared state in `FixedInner` is atomics or immutable after
+// build; slot memory is only touched through leases, one owner each.
+unsafe impl Send for FixedArena {}
+// SAFETY: as for `Send`; `&FixedArena` only allocates, which is thread-safe.
+unsafe impl Sync for FixedArena {}
+
+impl FixedArena {
+    /// Starts building an arena of `slot_count` slots of `slot_capacity`
+    /// bytes each.
+    pub fn builder(slot_count: NonZeroUsize, slot_capacity: NonZeroUsize) -> FixedArenaBuilder {
+        FixedArenaBuilder {
+            slot_count,
+            slot_capacity,
+            auto_spill: false,
+        }
+    }
+
+    #[inline]
+    fn inner(&self) -> &FixedInner {
+        // SAFETY: a handle holds one of `handles`, so the arena is alive.
+        unsafe { self.inner.as_ref() }
+    }
+
+    /// Leases a free slot as an empty [`Buffer`] of
+    /// [`slot_capacity`](Self::slot_capacity) bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::ArenaFull`] when every slot is in use.
+    #[inline]
+    pub fn allocate(&self) -> Result<Buffer, AllocError> {
+        let arena = self.inner();
+        let Some((word, bit)) = arena.claim(self.inner.as_ptr() as usize) else {
+            arena.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(AllocError::ArenaFull);
+        };
+        let slot = word * SLOTS_PER_WORD + bit as usize;
+        // SAFETY: slot < slot_count (bits past it are padding, never clear),
+        // so its offset is within the region.
+        let ptr = unsafe { arena.region.at(slot * arena.slot_capacity) };
+        let lease = Lease {
+            ptr,
+            cap: arena.slot_capacity,
+            home: Home::Fixed(FixedLease {
+                inner: self.inner,
+                word,
+                bit,
+            }),
+        };
+        Ok(Buffer::from_lease(lease, arena.auto_spill))
+    }
+
+    /// The number of slots.
+    pub fn slot_count(&self) -> usize {
+        self.inner().slot_count
+    }
+
+    /// The capacity of every slot, in bytes.
+    pub fn slot_capacity(&self) -> usize {
+        self.inner().slot_capacity
+    }
+
+    /// A snapshot of the arena's counters.
+    ///
+    /// Costs a pass over the bitmap and the per-slot counters; meant for
+    /// monitoring, not for every allocation.
+    pub fn metrics(&self) -> FixedMetrics {
+        let arena = self.inner();
+        let live_slots = arena.live_slots();
+        let releases = arena
+            .releases
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .fold(0u64, u64::wrapping_add);
+        FixedMetrics {
+            alloc_count: releases.wrapping_add(live_slots as u64),
+            alloc_failure_count: arena.failures.load(Ordering::Relaxed),
+            spill_count: arena.spills.load(Ordering::Relaxed),
+            live_slots,
+            live_bytes: live_slots * arena.slot_capacity,
+            reserved_bytes: arena.slot_count * arena.slot_capacity,
+        }
+    }
+}
+
+impl Clone for FixedArena {
+    fn clone(&self) -> Self {
+        let old = self.inner().handles.fetch_add(1, Ordering::Relaxed);
+        if old > isize::MAX as usize {
+            // As `Arc` does: a count this high means handles are leaked in a
+            // loop; wrapping around would free the arena while in use.
+            std::process::abort();
+        }
+        Self { inner: self.inner }
+    }
+}
+
+impl Drop for FixedArena {
+    fn drop(&mut self) {
+        if self.inner().handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // The last handle: close every word, count the empty ones, and
+        // return those counts plus our own (module docs).
+        let arena = self.inner();
+        let n = arena.words.len();
+        arena.pending.store(n + 1, Ordering::Relaxed);
+        let mut returned = 1;
+        for (w, word) in arena.words.iter().enumerate() {
+            // AcqRel: a release that sees CLOSED also sees `pending` above;
+            // we see every release that emptied the word before.
+            let prev = word.0.fetch_or(CLOSED, Ordering::AcqRel);
+            if prev == arena.pad(w) {
+                returned += 1;
+            }
+        }
+        // SAFETY: we hold `returned` counts: our own and the empty words'.
+        unsafe { finish(self.inner, returned) }
+    }
+}
+
+impl fmt::Debug for FixedArena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FixedArena")
+            .field("slot_count", &self.slot_count())
+            .field("slot_capacity", &self.slot_capacity())
+            .field("auto_spill", &self.inner().auto_spill)
+            .finish()
+    }
+}
+
+/// Configures and builds a [`FixedArena`]; from [`FixedArena::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "call .build() to create the arena"]
+pub struct FixedArenaBuilder {
+    slot_count: NonZeroUsize,
+    slot_capacity: NonZeroUsize,
+    auto_spill: bool,
+}
+
+impl FixedArenaBuilder {
+    /// Lets buffers that outgrow their slot move to the heap instead of
+    /// panicking: the written bytes are copied once, the slot goes back to
+    /// the arena at once, and the spill is counted in
+    /// [`FixedMetrics::spill_count`].
+    pub fn auto_spill(mut self) -> Self {
+        self.auto_spill = true;
+        self
+    }
+
+    /// Reserves the arena's memory and builds it.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::FixedSizeOverflow`] if `slot_count * slot_capacity` does
+    /// not fit in `isize`; [`BuildError::OutOfMemory`] if the system cannot
+    /// provide it.
+    pub fn build(self) -> Result<FixedArena, BuildError> {
+        let (slot_count, slot_capacity) = (self.slot_count.get(), self.slot_capacity.get());
+        let overflow = BuildError::FixedSizeOverflow {
+            slot_count,
+            slot_capacity,
+        };
+        let total = slot_count
+            .checked_mul(slot_capacity)
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or(overflow)?;
+        let n_words = slot_count.div_ceil(SLOTS_PER_WORD);
+        let used_in_last = slot_count - (n_words - 1) * SLOTS_PER_WORD;
+        let last_pad = !CLOSED & !((1u64 << used_in_last) - 1);
+        let region = Region::new(total)?;
+        let words: Box<[Word]> = (0..n_words)
+            .map(|w| Word(AtomicU64::new(if w + 1 == n_words { last_pad } else { 0 })))
+            .collect();
+        let releases = (0..slot_count).map(|_| AtomicU64::new(0)).collect();
+        let inner = Box::new(FixedInner {
+            words,
+            releases,
+            region,
+            slot_capacity,
+            slot_count,
+            last_pad,
+            auto_spill: self.auto_spill,
+            handles: AtomicUsize::new(1),
+            pending: AtomicUsize::new(0),
+            failures: AtomicU64::new(0),
+            spills: AtomicU64::new(0),
+        });
+        Ok(FixedArena {
+            inner: NonNull::from(Box::leak(inner)),
+        })
+    }
+}

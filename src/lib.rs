@@ -1,0 +1,58 @@
+//! `arenabuf`: an I/O buffer pool with a hard memory cap, whose buffers
+//! freeze into ordinary [`bytes::Bytes`] without a copy.
+//!
+//! Servers that read a lot of data need buffers for many connections and
+//! frames of many sizes. A fresh `BytesMut` per buffer makes memory grow with
+//! whatever peers send. An arena reserves its memory once and hands it out
+//! in pieces:
+//!
+//! - [`FixedArena`]: uniform slots, claimed with one atomic operation on a
+//!   lock-free bitmap. The fastest choice when one size fits.
+//! - [`BuddyArena`]: power-of-two blocks from one region, split on demand and
+//!   merged again on release. For sizes that vary.
+//!
+//! Both hand out a [`Buffer`] ([`bytes::BufMut`]); [`Buffer::freeze`] turns
+//! it into `Bytes` whose memory is the arena's, and the memory goes back to
+//! the arena when the last clone or slice of those `Bytes` drops.
+//!
+//! ```
+//! use std::num::NonZeroUsize;
+//! use arenabuf::FixedArena;
+//! use bytes::BufMut;
+//!
+//! let arena = FixedArena::builder(NonZeroUsize::new(1024).unwrap(), NonZeroUsize::new(4096).unwrap())
+//!     .build()?;
+//! let mut buf = arena.allocate()?;
+//! buf.put_slice(b"request payload");
+//! let bytes: bytes::Bytes = buf.freeze(); // no copy
+//! let header = bytes.slice(0..7);
+//! drop(bytes);
+//! assert_eq!(arena.metrics().live_slots, 1); // `header` still holds the slot
+//! drop(header);
+//! assert_eq!(arena.metrics().live_slots, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Module map
+//!
+//! - `fixed`, `buddy`: the allocators (with their invariants written down);
+//! - `buffer`: [`Buffer`], its `BufMut` writes, auto-spill and `freeze`;
+//! - `region`: the arena memory itself; `sync`: the loom shim;
+//! - `metrics`, `error`: snapshots and typed errors.
+
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod buddy;
+mod buffer;
+mod error;
+mod fixed;
+mod metrics;
+mod region;
+mod sync;
+
+pub use buddy::{BuddyArena, BuddyArenaBuilder};
+pub use buffer::Buffer;
+pub use error::{AllocError, BuildError};
+pub use fixed::{FixedArena, FixedArenaBuilder};
+pub use metrics::{BuddyMetrics, FixedMetrics};

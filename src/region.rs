@@ -1,0 +1,64 @@
+//! The contiguous block of memory an arena carves buffers from.
+
+use std::alloc::{Layout, alloc, dealloc};
+use std::ptr::NonNull;
+
+use crate::error::BuildError;
+
+/// Alignment of every region: a cache line, so that slots of a size that is a
+/// multiple of 64 never share a line with their neighbours.
+const REGION_ALIGN: usize = 64;
+
+/// One heap allocation of `len` bytes, left uninitialised.
+///
+/// Invariants:
+/// - `ptr` points to `len` bytes allocated with `Layout { len, REGION_ALIGN }`,
+///   owned by this value and freed exactly once, in `Drop`.
+/// - The bytes are never read by this type; they are handed out in disjoint
+///   pieces by the arenas, which write before they let anyone read.
+pub(crate) struct Region {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: `Region` is a uniquely owned heap allocation (like `Box<[u8]>`); it
+// has no thread affinity. Access to the bytes is coordinated by the arenas.
+unsafe impl Send for Region {}
+// SAFETY: `&Region` only exposes the base pointer; the arenas guarantee that
+// the pieces they hand out to different threads are disjoint.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Reserves `len` bytes (`len > 0`) from the global allocator.
+    pub(crate) fn new(len: usize) -> Result<Self, BuildError> {
+        debug_assert!(len > 0);
+        let layout = Layout::from_size_align(len, REGION_ALIGN)
+            .map_err(|_| BuildError::OutOfMemory { bytes: len })?;
+        // SAFETY: `layout` has a non-zero size (`len > 0`, checked by every
+        // caller through `NonZeroUsize` geometry).
+        let ptr = unsafe { alloc(layout) };
+        let ptr = NonNull::new(ptr).ok_or(BuildError::OutOfMemory { bytes: len })?;
+        Ok(Self { ptr, layout })
+    }
+
+    /// Pointer to byte `offset` of the region.
+    ///
+    /// # Safety
+    ///
+    /// `offset <= len`.
+    #[inline]
+    pub(crate) unsafe fn at(&self, offset: usize) -> NonNull<u8> {
+        debug_assert!(offset <= self.layout.size());
+        // SAFETY: the caller keeps `offset` within the allocation (or one past
+        // its end), so the result stays in bounds and cannot be null.
+        unsafe { self.ptr.add(offset) }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` was returned by `alloc(self.layout)` and is freed only
+        // here, once.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}

@@ -1,0 +1,100 @@
+//! A shim over the synchronisation primitives, so that the same allocator code
+//! runs under [loom](https://docs.rs/loom) (`RUSTFLAGS="--cfg loom"`) and in
+//! normal builds.
+//!
+//! Everything that is shared between threads in the allocators goes through
+//! this module: atomics, mutexes, and the per-thread search hint.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::Mutex;
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::Mutex;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// A small, stable, per-thread number, spread over all bits of a `usize`.
+///
+/// Used to pick a counter shard and a thread's first bitmap word, so that
+/// threads on different cores touch different cache lines.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn thread_index() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+
+    static NEXT: StdAtomicUsize = StdAtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(0) };
+    }
+    INDEX.with(|index| {
+        let i = index.get();
+        if i != 0 {
+            return i;
+        }
+        // Fibonacci hashing: consecutive threads land far apart in the high
+        // bits, and (the multiplier being odd) differ in the low bits too.
+        let i = (NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize);
+        index.set(i);
+        i
+    })
+}
+
+/// Where this thread should start searching the bitmap of the arena `key`
+/// (one of `words` words): the word it last claimed from in that arena, or a
+/// per-thread spread-out word. Only a starting point; searches cover every
+/// word.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn word_hint(key: usize, words: usize) -> usize {
+    let (k, w) = LAST_WORD.with(std::cell::Cell::get);
+    if k == key && w < words {
+        w
+    } else {
+        ((thread_index() as u128 * words as u128) >> usize::BITS) as usize
+    }
+}
+
+/// Remembers that this thread last claimed from word `word` of arena `key`.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn set_word_hint(key: usize, word: usize) {
+    LAST_WORD.with(|c| c.set((key, word)));
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static LAST_WORD: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+// Under loom every thread starts at word 0 and shares shard 0: the models are
+// about the atomic protocol, a fixed start makes the claim races as tight as
+// possible, and loom needs every execution to be deterministic.
+#[cfg(loom)]
+pub(crate) fn thread_index() -> usize {
+    0
+}
+#[cfg(loom)]
+pub(crate) fn word_hint(_key: usize, _words: usize) -> usize {
+    0
+}
+#[cfg(loom)]
+pub(crate) fn set_word_hint(_key: usize, _word: usize) {}
+
+/// Locks a mutex, ignoring poisoning.
+///
+/// The allocator state behind our mutexes is only ever updated by short,
+/// non-panicking sections, so a poisoned lock still guards consistent data.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
+    #[cfg(not(loom))]
+    {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    #[cfg(loom)]
+    {
+        m.lock().unwrap()
+    }
+}
