@@ -548,3 +548,86 @@ impl BuddyArenaBuilder {
         })
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn nz(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap()
+    }
+
+    fn arena(total: usize, min: usize) -> BuddyArena {
+        BuddyArena::builder(nz(total), nz(min)).build().unwrap()
+    }
+
+    #[test]
+    fn rounds_up_splits_and_merges_back() {
+        let arena = arena(1024, 16);
+        let a = arena.allocate(nz(1)).unwrap();
+        let b = arena.allocate(nz(17)).unwrap();
+        let c = arena.allocate(nz(300)).unwrap();
+        assert_eq!((a.capacity(), b.capacity(), c.capacity()), (16, 32, 512));
+        let m = arena.metrics();
+        assert_eq!(m.live_bytes, 16 + 32 + 512);
+        assert!(m.split_count >= 6, "{m:?}");
+        drop((a, b, c));
+        let m = arena.metrics();
+        assert_eq!((m.live_bytes, m.largest_free_block), (0, 1024));
+        assert!(m.coalesce_count >= 6, "{m:?}");
+        assert!(arena.allocate(nz(1024)).is_ok());
+    }
+
+    #[test]
+    fn full_means_no_block_even_after_merging_parked_ones() {
+        let arena = arena(256, 16);
+        let halves = [arena.allocate(nz(128)).unwrap(), arena.allocate(nz(128)).unwrap()];
+        assert_eq!(arena.allocate(nz(16)).unwrap_err(), AllocError::ArenaFull);
+        drop(halves); // both parked in caches, unmerged
+        assert_eq!(arena.allocate(nz(256)).unwrap().capacity(), 256);
+        assert_eq!(
+            arena.allocate(nz(257)).unwrap_err(),
+            AllocError::RequestTooLarge { requested: 257, max: 256 }
+        );
+        assert_eq!(arena.metrics().alloc_failure_count, 1);
+    }
+
+    #[test]
+    fn fragmentation_leaves_only_minimum_blocks() {
+        let arena = arena(1024, 16);
+        let mut all: Vec<_> = (0..64).map(|_| Some(arena.allocate(nz(16)).unwrap())).collect();
+        for b in all.iter_mut().step_by(2) {
+            *b = None;
+        }
+        let m = arena.metrics();
+        assert_eq!((m.largest_free_block, m.live_bytes), (16, 512));
+        drop(all);
+        assert_eq!(arena.metrics().largest_free_block, 1024);
+    }
+
+    #[test]
+    fn teardown_with_parked_and_live_blocks() {
+        let arena = arena(1024, 16);
+        let parked = arena.allocate(nz(64)).unwrap();
+        let live = arena.allocate(nz(16)).unwrap();
+        drop(parked);
+        drop(arena); // flushes the parked block; `live` keeps the arena
+        drop(live); // closed slot: goes to the lists, frees the arena
+    }
+
+    #[test]
+    fn bad_geometry_is_a_build_error() {
+        let err = BuddyArena::builder(nz(1024), nz(24)).build().unwrap_err();
+        assert_eq!(err, BuildError::MinBlockNotPowerOfTwo { min_block_size: 24, suggested: 32 });
+        let err = BuddyArena::builder(nz(1000), nz(16)).build().unwrap_err();
+        assert!(matches!(err, BuildError::TotalNotPowerOfTwoMultiple { suggested: 512, .. }), "{err}");
+        let err = BuddyArena::builder(nz(48), nz(16)).build().unwrap_err();
+        assert!(matches!(err, BuildError::TotalNotPowerOfTwoMultiple { suggested: 32, .. }), "{err}");
+        let err = BuddyArena::builder(nz(8), nz(16)).build().unwrap_err();
+        assert!(matches!(err, BuildError::TotalNotPowerOfTwoMultiple { suggested: 16, .. }), "{err}");
+        let err = BuddyArena::builder(nz(1 << 40), nz(1)).build().unwrap_err();
+        assert!(matches!(err, BuildError::TooManyBlocks { .. }), "{err}");
+        let err = BuddyArena::builder(nz(1 << 63), nz(1 << 62)).build().unwrap_err();
+        assert!(matches!(err, BuildError::TotalNotPowerOfTwoMultiple { .. }), "{err}");
+    }
+}

@@ -343,3 +343,128 @@ impl fmt::Debug for Buffer {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! The unsafe paths of `Buffer`: writes, reads, freeze, owner drop,
+    //! spill. Small enough to run under miri.
+    use std::num::NonZeroUsize;
+
+    use bytes::BufMut;
+
+    use crate::{BuddyArena, FixedArena};
+
+    fn nz(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap()
+    }
+
+    #[test]
+    fn writes_read_back_through_deref_and_freeze() {
+        let arena = FixedArena::builder(nz(2), nz(16)).build().unwrap();
+        let mut buf = arena.allocate().unwrap();
+        assert!(buf.is_empty());
+        buf.put_slice(b"abc");
+        buf.put_u16(0x6465);
+        buf[0] = b'A';
+        assert_eq!(&buf[..], b"Abcde");
+        assert_eq!((buf.len(), buf.capacity(), buf.remaining_mut()), (5, 16, 11));
+        let bytes = buf.freeze();
+        assert_eq!(bytes, "Abcde");
+        let tail = bytes.slice(3..);
+        drop(bytes);
+        assert_eq!(tail, "de");
+        assert_eq!(arena.metrics().live_slots, 1);
+        drop(tail);
+        assert_eq!(arena.metrics().live_slots, 0);
+    }
+
+    #[test]
+    fn chunk_mut_and_advance_mut_write_without_copy() {
+        let arena = FixedArena::builder(nz(1), nz(8)).build().unwrap();
+        let mut buf = arena.allocate().unwrap();
+        let chunk = buf.chunk_mut();
+        assert_eq!(chunk.len(), 8);
+        chunk[..4].copy_from_slice(b"wxyz");
+        // SAFETY: the first 4 bytes of the chunk were just written.
+        unsafe { buf.advance_mut(4) };
+        assert_eq!(&buf[..], b"wxyz");
+        assert_eq!(buf.chunk_mut().len(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "auto_spill")]
+    fn overflow_without_spill_panics() {
+        let arena = FixedArena::builder(nz(1), nz(4)).build().unwrap();
+        let mut buf = arena.allocate().unwrap();
+        buf.put_slice(b"12345");
+    }
+
+    #[test]
+    #[should_panic(expected = "auto_spill")]
+    fn advance_past_capacity_panics() {
+        let arena = BuddyArena::builder(nz(64), nz(16)).build().unwrap();
+        let mut buf = arena.allocate(nz(16)).unwrap();
+        // SAFETY: never reached: advancing past the capacity panics first.
+        unsafe { buf.advance_mut(17) };
+    }
+
+    #[test]
+    fn spill_moves_bytes_to_heap_and_returns_the_slot_at_once() {
+        let arena = FixedArena::builder(nz(1), nz(4)).auto_spill().build().unwrap();
+        let mut buf = arena.allocate().unwrap();
+        buf.put_slice(b"abc");
+        buf.put_slice(b"defgh");
+        assert!(buf.is_spilled());
+        let m = arena.metrics();
+        assert_eq!((m.spill_count, m.live_slots), (1, 0));
+        let other = arena.allocate().unwrap();
+        buf.put_u8(b'i');
+        assert_eq!(buf.freeze(), "abcdefghi");
+        drop(other);
+        assert_eq!(arena.metrics().alloc_count, 2);
+    }
+
+    #[test]
+    fn spill_through_chunk_mut_when_full() {
+        let arena = BuddyArena::builder(nz(64), nz(16)).auto_spill().build().unwrap();
+        let mut buf = arena.allocate(nz(16)).unwrap();
+        buf.put_bytes(b'x', 16);
+        assert!(!buf.is_spilled());
+        buf.put_bytes(b'y', 3); // goes through chunk_mut on a full buffer
+        assert!(buf.is_spilled());
+        assert_eq!(&buf[14..], b"xxyyy");
+        assert_eq!(arena.metrics().live_bytes, 0);
+        assert_eq!(arena.metrics().spill_count, 1);
+    }
+
+    #[test]
+    fn arena_dropped_before_its_bytes() {
+        let fixed = FixedArena::builder(nz(3), nz(8)).build().unwrap();
+        let buddy = BuddyArena::builder(nz(128), nz(16)).build().unwrap();
+        let mut a = fixed.allocate().unwrap();
+        a.put_slice(b"fixed");
+        let mut b = buddy.allocate(nz(20)).unwrap();
+        b.put_slice(b"buddy");
+        let unfrozen = fixed.allocate().unwrap();
+        let (a, b) = (a.freeze(), b.freeze());
+        drop((fixed, buddy));
+        assert_eq!((&a[..], &b[..]), (&b"fixed"[..], &b"buddy"[..]));
+        let a2 = a.clone();
+        drop(a);
+        drop(unfrozen);
+        assert_eq!(a2, "fixed");
+        drop((a2, b)); // the last references free both arenas (miri checks)
+    }
+
+    #[test]
+    fn bytes_dropped_on_another_thread() {
+        let arena = FixedArena::builder(nz(1), nz(8)).build().unwrap();
+        let mut buf = arena.allocate().unwrap();
+        buf.put_slice(b"sent");
+        let bytes = buf.freeze();
+        std::thread::spawn(move || assert_eq!(bytes, "sent"))
+            .join()
+            .unwrap();
+        assert!(arena.allocate().is_ok());
+    }
+}

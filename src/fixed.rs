@@ -443,3 +443,68 @@ impl FixedArenaBuilder {
         })
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use bytes::BufMut;
+
+    use super::*;
+
+    fn arena(slots: usize, cap: usize) -> FixedArena {
+        let nz = |n| NonZeroUsize::new(n).unwrap();
+        FixedArena::builder(nz(slots), nz(cap)).build().unwrap()
+    }
+
+    #[test]
+    fn every_slot_once_across_word_boundaries() {
+        for slots in [1, 62, 63, 64, 126, 127, 130] {
+            let arena = arena(slots, 3);
+            let mut held: Vec<_> = (0..slots).map(|_| arena.allocate().unwrap()).collect();
+            assert_eq!(arena.allocate().unwrap_err(), AllocError::ArenaFull);
+            let mut starts: Vec<_> = held.iter_mut().map(|b| b.chunk_mut().as_mut_ptr()).collect();
+            starts.sort();
+            starts.dedup();
+            assert_eq!(starts.len(), slots, "distinct slots for {slots}");
+            let m = arena.metrics();
+            assert_eq!((m.live_slots, m.live_bytes, m.alloc_failure_count), (slots, slots * 3, 1));
+            held.truncate(slots / 2);
+            assert_eq!(arena.metrics().live_slots, slots / 2);
+            drop(held);
+            let m = arena.metrics();
+            assert_eq!((m.live_slots, m.alloc_count), (0, slots as u64));
+        }
+    }
+
+    #[test]
+    fn teardown_waits_for_every_word() {
+        // Live slots in the first and last words, none in between; closing
+        // counts the empty words and the two releases return the rest.
+        let arena = arena(200, 1);
+        let mut all: Vec<_> = (0..200).map(|_| arena.allocate().unwrap()).collect();
+        let last = all.pop().unwrap();
+        let first = all.remove(0);
+        drop(all);
+        drop(arena);
+        drop(last);
+        drop(first); // frees the arena (miri checks for the leak or double free)
+    }
+
+    #[test]
+    fn clones_share_one_arena() {
+        let a = arena(1, 8);
+        let b = a.clone();
+        let buf = a.allocate().unwrap();
+        drop(a);
+        assert_eq!(b.allocate().unwrap_err(), AllocError::ArenaFull);
+        drop(buf);
+        assert!(b.allocate().is_ok());
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_build_errors() {
+        let nz = |n| NonZeroUsize::new(n).unwrap();
+        let err = FixedArena::builder(nz(usize::MAX / 2), nz(4)).build().unwrap_err();
+        assert!(matches!(err, BuildError::FixedSizeOverflow { .. }), "{err}");
+        assert!(err.to_string().contains("overflow"));
+    }
+}
