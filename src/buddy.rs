@@ -176,6 +176,9 @@ pub(crate) struct BuddyInner {
     handles: AtomicUsize,
     allocs: ShardedCounter,
     spills: AtomicU64,
+    /// Under loom, reports the arena as leaked if teardown never runs.
+    #[cfg(arenabuf_loom)]
+    _track: loom::alloc::Track<()>,
 }
 
 impl BuddyInner {
@@ -542,6 +545,8 @@ impl BuddyArenaBuilder {
             handles: AtomicUsize::new(1),
             allocs: ShardedCounter::new(),
             spills: AtomicU64::new(0),
+            #[cfg(arenabuf_loom)]
+            _track: loom::alloc::Track::new(()),
         });
         Ok(BuddyArena {
             inner: NonNull::from(Box::leak(inner)),
@@ -549,7 +554,7 @@ impl BuddyArenaBuilder {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(arenabuf_loom)))]
 mod tests {
     use super::*;
 
@@ -581,13 +586,19 @@ mod tests {
     #[test]
     fn full_means_no_block_even_after_merging_parked_ones() {
         let arena = arena(256, 16);
-        let halves = [arena.allocate(nz(128)).unwrap(), arena.allocate(nz(128)).unwrap()];
+        let halves = [
+            arena.allocate(nz(128)).unwrap(),
+            arena.allocate(nz(128)).unwrap(),
+        ];
         assert_eq!(arena.allocate(nz(16)).unwrap_err(), AllocError::ArenaFull);
         drop(halves); // both parked in caches, unmerged
         assert_eq!(arena.allocate(nz(256)).unwrap().capacity(), 256);
         assert_eq!(
             arena.allocate(nz(257)).unwrap_err(),
-            AllocError::RequestTooLarge { requested: 257, max: 256 }
+            AllocError::RequestTooLarge {
+                requested: 257,
+                max: 256
+            }
         );
         assert_eq!(arena.metrics().alloc_failure_count, 1);
     }
@@ -595,7 +606,9 @@ mod tests {
     #[test]
     fn fragmentation_leaves_only_minimum_blocks() {
         let arena = arena(1024, 16);
-        let mut all: Vec<_> = (0..64).map(|_| Some(arena.allocate(nz(16)).unwrap())).collect();
+        let mut all: Vec<_> = (0..64)
+            .map(|_| Some(arena.allocate(nz(16)).unwrap()))
+            .collect();
         for b in all.iter_mut().step_by(2) {
             *b = None;
         }
@@ -618,16 +631,45 @@ mod tests {
     #[test]
     fn bad_geometry_is_a_build_error() {
         let err = BuddyArena::builder(nz(1024), nz(24)).build().unwrap_err();
-        assert_eq!(err, BuildError::MinBlockNotPowerOfTwo { min_block_size: 24, suggested: 32 });
+        assert_eq!(
+            err,
+            BuildError::MinBlockNotPowerOfTwo {
+                min_block_size: 24,
+                suggested: 32
+            }
+        );
         let err = BuddyArena::builder(nz(1000), nz(16)).build().unwrap_err();
-        assert!(matches!(err, BuildError::TotalNotPowerOfTwoMultiple { suggested: 512, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BuildError::TotalNotPowerOfTwoMultiple { suggested: 512, .. }
+            ),
+            "{err}"
+        );
         let err = BuddyArena::builder(nz(48), nz(16)).build().unwrap_err();
-        assert!(matches!(err, BuildError::TotalNotPowerOfTwoMultiple { suggested: 32, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BuildError::TotalNotPowerOfTwoMultiple { suggested: 32, .. }
+            ),
+            "{err}"
+        );
         let err = BuddyArena::builder(nz(8), nz(16)).build().unwrap_err();
-        assert!(matches!(err, BuildError::TotalNotPowerOfTwoMultiple { suggested: 16, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BuildError::TotalNotPowerOfTwoMultiple { suggested: 16, .. }
+            ),
+            "{err}"
+        );
         let err = BuddyArena::builder(nz(1 << 40), nz(1)).build().unwrap_err();
         assert!(matches!(err, BuildError::TooManyBlocks { .. }), "{err}");
-        let err = BuddyArena::builder(nz(1 << 63), nz(1 << 62)).build().unwrap_err();
-        assert!(matches!(err, BuildError::TotalNotPowerOfTwoMultiple { .. }), "{err}");
+        let err = BuddyArena::builder(nz(1 << 63), nz(1 << 62))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, BuildError::TotalNotPowerOfTwoMultiple { .. }),
+            "{err}"
+        );
     }
 }

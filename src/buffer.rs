@@ -344,7 +344,7 @@ impl fmt::Debug for Buffer {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(arenabuf_loom)))]
 mod tests {
     //! The unsafe paths of `Buffer`: writes, reads, freeze, owner drop,
     //! spill. Small enough to run under miri.
@@ -367,7 +367,10 @@ mod tests {
         buf.put_u16(0x6465);
         buf[0] = b'A';
         assert_eq!(&buf[..], b"Abcde");
-        assert_eq!((buf.len(), buf.capacity(), buf.remaining_mut()), (5, 16, 11));
+        assert_eq!(
+            (buf.len(), buf.capacity(), buf.remaining_mut()),
+            (5, 16, 11)
+        );
         let bytes = buf.freeze();
         assert_eq!(bytes, "Abcde");
         let tail = bytes.slice(3..);
@@ -410,7 +413,10 @@ mod tests {
 
     #[test]
     fn spill_moves_bytes_to_heap_and_returns_the_slot_at_once() {
-        let arena = FixedArena::builder(nz(1), nz(4)).auto_spill().build().unwrap();
+        let arena = FixedArena::builder(nz(1), nz(4))
+            .auto_spill()
+            .build()
+            .unwrap();
         let mut buf = arena.allocate().unwrap();
         buf.put_slice(b"abc");
         buf.put_slice(b"defgh");
@@ -426,7 +432,10 @@ mod tests {
 
     #[test]
     fn spill_through_chunk_mut_when_full() {
-        let arena = BuddyArena::builder(nz(64), nz(16)).auto_spill().build().unwrap();
+        let arena = BuddyArena::builder(nz(64), nz(16))
+            .auto_spill()
+            .build()
+            .unwrap();
         let mut buf = arena.allocate(nz(16)).unwrap();
         buf.put_bytes(b'x', 16);
         assert!(!buf.is_spilled());

@@ -77,6 +77,9 @@ pub(crate) struct FixedInner {
     pending: AtomicUsize,
     failures: AtomicU64,
     spills: AtomicU64,
+    /// Under loom, reports the arena as leaked if teardown never runs.
+    #[cfg(arenabuf_loom)]
+    _track: loom::alloc::Track<()>,
 }
 
 impl FixedInner {
@@ -437,6 +440,8 @@ impl FixedArenaBuilder {
             pending: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
             spills: AtomicU64::new(0),
+            #[cfg(arenabuf_loom)]
+            _track: loom::alloc::Track::new(()),
         });
         Ok(FixedArena {
             inner: NonNull::from(Box::leak(inner)),
@@ -444,7 +449,7 @@ impl FixedArenaBuilder {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(arenabuf_loom)))]
 mod tests {
     use bytes::BufMut;
 
@@ -461,12 +466,18 @@ mod tests {
             let arena = arena(slots, 3);
             let mut held: Vec<_> = (0..slots).map(|_| arena.allocate().unwrap()).collect();
             assert_eq!(arena.allocate().unwrap_err(), AllocError::ArenaFull);
-            let mut starts: Vec<_> = held.iter_mut().map(|b| b.chunk_mut().as_mut_ptr()).collect();
+            let mut starts: Vec<_> = held
+                .iter_mut()
+                .map(|b| b.chunk_mut().as_mut_ptr())
+                .collect();
             starts.sort();
             starts.dedup();
             assert_eq!(starts.len(), slots, "distinct slots for {slots}");
             let m = arena.metrics();
-            assert_eq!((m.live_slots, m.live_bytes, m.alloc_failure_count), (slots, slots * 3, 1));
+            assert_eq!(
+                (m.live_slots, m.live_bytes, m.alloc_failure_count),
+                (slots, slots * 3, 1)
+            );
             held.truncate(slots / 2);
             assert_eq!(arena.metrics().live_slots, slots / 2);
             drop(held);
@@ -503,7 +514,9 @@ mod tests {
     #[test]
     fn sizes_that_overflow_are_build_errors() {
         let nz = |n| NonZeroUsize::new(n).unwrap();
-        let err = FixedArena::builder(nz(usize::MAX / 2), nz(4)).build().unwrap_err();
+        let err = FixedArena::builder(nz(usize::MAX / 2), nz(4))
+            .build()
+            .unwrap_err();
         assert!(matches!(err, BuildError::FixedSizeOverflow { .. }), "{err}");
         assert!(err.to_string().contains("overflow"));
     }

@@ -56,3 +56,8 @@ pub use buffer::Buffer;
 pub use error::{AllocError, BuildError};
 pub use fixed::{FixedArena, FixedArenaBuilder};
 pub use metrics::{BuddyMetrics, FixedMetrics};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,25 +1,29 @@
 //! A shim over the synchronisation primitives, so that the same allocator code
-//! runs under [loom](https://docs.rs/loom) (`RUSTFLAGS="--cfg loom"`) and in
+//! runs under [loom](https://docs.rs/loom) (`RUSTFLAGS="--cfg arenabuf_loom"`) and in
 //! normal builds.
 //!
 //! Everything that is shared between threads in the allocators goes through
 //! this module: atomics, mutexes, and the per-thread search hint.
+//!
+//! The cfg is `arenabuf_loom`, not the usual `loom`: `--cfg loom` reaches every
+//! crate in the build, and dependencies with loom code of their own (tokio,
+//! for one) do not build with it.
 
-#[cfg(not(loom))]
+#[cfg(not(arenabuf_loom))]
 pub(crate) use std::sync::Mutex;
-#[cfg(not(loom))]
+#[cfg(not(arenabuf_loom))]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-#[cfg(loom)]
+#[cfg(arenabuf_loom)]
 pub(crate) use loom::sync::Mutex;
-#[cfg(loom)]
+#[cfg(arenabuf_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A small, stable, per-thread number, spread over all bits of a `usize`.
 ///
 /// Used to pick a counter shard and a thread's first bitmap word, so that
 /// threads on different cores touch different cache lines.
-#[cfg(not(loom))]
+#[cfg(not(arenabuf_loom))]
 #[inline]
 pub(crate) fn thread_index() -> usize {
     use std::cell::Cell;
@@ -47,7 +51,7 @@ pub(crate) fn thread_index() -> usize {
 /// (one of `words` words): the word it last claimed from in that arena, or a
 /// per-thread spread-out word. Only a starting point; searches cover every
 /// word.
-#[cfg(not(loom))]
+#[cfg(not(arenabuf_loom))]
 #[inline]
 pub(crate) fn word_hint(key: usize, words: usize) -> usize {
     let (k, w) = LAST_WORD.with(std::cell::Cell::get);
@@ -59,13 +63,13 @@ pub(crate) fn word_hint(key: usize, words: usize) -> usize {
 }
 
 /// Remembers that this thread last claimed from word `word` of arena `key`.
-#[cfg(not(loom))]
+#[cfg(not(arenabuf_loom))]
 #[inline]
 pub(crate) fn set_word_hint(key: usize, word: usize) {
     LAST_WORD.with(|c| c.set((key, word)));
 }
 
-#[cfg(not(loom))]
+#[cfg(not(arenabuf_loom))]
 thread_local! {
     static LAST_WORD: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
@@ -73,15 +77,15 @@ thread_local! {
 // Under loom every thread starts at word 0 and shares shard 0: the models are
 // about the atomic protocol, a fixed start makes the claim races as tight as
 // possible, and loom needs every execution to be deterministic.
-#[cfg(loom)]
+#[cfg(arenabuf_loom)]
 pub(crate) fn thread_index() -> usize {
     0
 }
-#[cfg(loom)]
+#[cfg(arenabuf_loom)]
 pub(crate) fn word_hint(_key: usize, _words: usize) -> usize {
     0
 }
-#[cfg(loom)]
+#[cfg(arenabuf_loom)]
 pub(crate) fn set_word_hint(_key: usize, _word: usize) {}
 
 /// Locks a mutex, ignoring poisoning.
@@ -89,11 +93,11 @@ pub(crate) fn set_word_hint(_key: usize, _word: usize) {}
 /// The allocator state behind our mutexes is only ever updated by short,
 /// non-panicking sections, so a poisoned lock still guards consistent data.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
-    #[cfg(not(loom))]
+    #[cfg(not(arenabuf_loom))]
     {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-    #[cfg(loom)]
+    #[cfg(arenabuf_loom)]
     {
         m.lock().unwrap()
     }
