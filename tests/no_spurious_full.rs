@@ -1,0 +1,155 @@
+//! A nearly empty arena never reports `ArenaFull`: several threads, each
+//! holding at most one buffer at a time, allocate over and over and must
+//! never see a failure — including when there is only one spare slot.
+//!
+//! `ARENABUF_STRESS_ITERS` sets the per-thread allocation count (default
+//! 500 000, i.e. two million per arena across 4 threads; raise it with
+//! `--release`).
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use arenabuf::{AllocError, BuddyArena, Buffer, FixedArena};
+use bytes::BufMut;
+
+const THREADS: usize = 4;
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("non-zero")
+}
+
+fn per_thread() -> usize {
+    std::env::var("ARENABUF_STRESS_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000)
+}
+
+fn hammer<A>(arena: &A, label: &str, allocate: fn(&A) -> Result<Buffer, AllocError>)
+where
+    A: Clone + Send + Sync + 'static,
+{
+    let iters = per_thread();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let arena = arena.clone();
+            let barrier = Arc::clone(&barrier);
+            let label = label.to_owned();
+            thread::spawn(move || {
+                barrier.wait();
+                for i in 0..iters {
+                    let mut buf = match allocate(&arena) {
+                        Ok(buf) => buf,
+                        Err(e) => panic!("{label}: thread {t} iteration {i}: spurious {e:?}"),
+                    };
+                    let stamp = [t as u8, i as u8, (i >> 8) as u8, (i >> 16) as u8];
+                    buf.put_slice(&stamp);
+                    if i % 2 == 0 {
+                        let bytes = buf.freeze();
+                        assert_eq!(&bytes[..], &stamp, "{label}: data corrupted");
+                    } else {
+                        assert_eq!(&buf[..], &stamp, "{label}: data corrupted");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker panicked");
+    }
+}
+
+fn check_fixed(slots: usize) {
+    let arena = FixedArena::builder(nz(slots), nz(64))
+        .build()
+        .expect("valid configuration");
+    hammer(&arena, &format!("fixed, {slots} slots"), |a| a.allocate());
+    let m = arena.metrics();
+    assert_eq!(m.alloc_failure_count, 0, "{m:?}");
+    assert_eq!(m.alloc_count, (THREADS * per_thread()) as u64);
+    assert_eq!(m.live_bytes, 0);
+}
+
+fn check_buddy(blocks: usize) {
+    let min = 64;
+    let arena = BuddyArena::builder(nz(min * blocks), nz(min))
+        .build()
+        .expect("valid configuration");
+    hammer(&arena, &format!("buddy, {blocks} min blocks"), |a| {
+        a.allocate(nz(16))
+    });
+    let m = arena.metrics();
+    assert_eq!(m.alloc_failure_count, 0, "{m:?}");
+    assert_eq!(m.alloc_count, (THREADS * per_thread()) as u64);
+    assert_eq!(m.live_bytes, 0);
+    assert_eq!(m.largest_free_block, min * blocks);
+}
+
+#[test]
+fn fixed_nearly_empty_never_full() {
+    check_fixed(64);
+}
+
+#[test]
+fn fixed_one_spare_slot_never_full() {
+    check_fixed(THREADS + 1);
+}
+
+#[test]
+fn fixed_exactly_enough_slots_never_full() {
+    check_fixed(THREADS);
+}
+
+#[test]
+fn buddy_nearly_empty_never_full() {
+    check_buddy(64);
+}
+
+#[test]
+fn buddy_tight_never_full() {
+    // 8 minimum blocks, 4 threads each holding at most one.
+    check_buddy(8);
+}
+
+#[test]
+fn buddy_exactly_enough_blocks_never_full() {
+    check_buddy(THREADS);
+}
+
+#[test]
+fn fixed_multi_word_nearly_empty_never_full() {
+    // 200 slots span several 63-slot bitmap words.
+    check_fixed(200);
+}
+
+#[test]
+fn fixed_spare_slots_straddling_bitmap_words_never_full() {
+    // Fill a 126-slot arena (two 63-slot bitmap words), then free THREADS + 1
+    // slots: two at the end of the first word and the rest at the start of
+    // the second, so claims have to move between words.
+    let cap = 64;
+    let arena = FixedArena::builder(nz(126), nz(cap))
+        .build()
+        .expect("valid configuration");
+    let mut all: Vec<Buffer> = (0..126).map(|_| arena.allocate().expect("slot")).collect();
+    all.sort_by_key(|b| b.as_ptr() as usize);
+    let base = all[0].as_ptr() as usize;
+    let spare = THREADS + 1;
+    let freed: Vec<usize> = (61..61 + spare).collect();
+    let mut held = Vec::new();
+    for (i, b) in all.into_iter().enumerate() {
+        assert_eq!(b.as_ptr() as usize - base, i * cap);
+        if !freed.contains(&i) {
+            held.push(b);
+        }
+    }
+    hammer(&arena, "fixed, spare slots across two words", |a| {
+        a.allocate()
+    });
+    let m = arena.metrics();
+    assert_eq!(m.alloc_failure_count, 0, "{m:?}");
+    assert_eq!(m.live_slots, 126 - spare);
+    drop(held);
+}
