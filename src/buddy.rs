@@ -33,6 +33,21 @@
 //! reports the coalesced truth. At most `WAYS * (max_order + 1)` blocks are
 //! parked at any time.
 //!
+//! # Waiting (feature `async-alloc`)
+//!
+//! The wait queue lives under the same mutex as the free lists. While tasks
+//! wait, every cache slot holds the [`WAIT_SLOT`] marker, so releases go to
+//! the mutex: they merge their block, then serve the queue. Waiters are
+//! served strictly first come, first served: the head waiter gets the next
+//! block of its order that can be carved, and nobody behind it is served
+//! before it, even if a smaller request could be. A large request is
+//! therefore never starved by a stream of small ones (their releases merge
+//! until it fits), and there is no deadlock as long as the buffers that are
+//! out are eventually dropped. For the same reason a synchronous
+//! [`BuddyArena::allocate`] that would need the lists answers
+//! [`AllocError::ArenaFull`] while tasks wait, rather than take memory the
+//! head waiter is waiting to see merged.
+//!
 //! # Teardown
 //!
 //! Leases hold no reference count. The last handle takes the mutex, sets
@@ -61,6 +76,10 @@ const MAX_BLOCKS: usize = 1 << 31;
 const NIL: u32 = u32::MAX;
 /// Marks a cache slot of a closed arena: nothing may park there any more.
 const CLOSED_SLOT: u32 = u32::MAX - 1;
+/// Marks a cache slot while tasks wait: releases must go to the queue.
+const WAIT_SLOT: u32 = u32::MAX - 2;
+/// Cache slot values below this are parked blocks; the rest are markers.
+const MARKERS: u32 = WAIT_SLOT;
 
 /// A cache slot on its own cache line.
 #[repr(align(64))]
@@ -87,6 +106,8 @@ struct FreeLists {
     coalesces: u64,
     failures: u64,
     closed: bool,
+    #[cfg(feature = "async-alloc")]
+    waiters: crate::wait::Waiters<u32>,
 }
 
 impl FreeLists {
@@ -155,6 +176,25 @@ impl FreeLists {
     fn largest_free_order(&self) -> Option<u32> {
         (self.nonempty != 0).then(|| 31 - self.nonempty.leading_zeros())
     }
+
+    /// Whether tasks are waiting for a block.
+    fn has_waiters(&self) -> bool {
+        #[cfg(feature = "async-alloc")]
+        return !self.waiters.is_empty();
+        #[cfg(not(feature = "async-alloc"))]
+        false
+    }
+
+    /// What the cache slots must hold while nothing is parked in them.
+    fn cache_marker(&self) -> u32 {
+        if self.closed {
+            CLOSED_SLOT
+        } else if self.has_waiters() {
+            WAIT_SLOT
+        } else {
+            NIL
+        }
+    }
 }
 
 /// The shared state of a buddy arena.
@@ -187,14 +227,15 @@ impl BuddyInner {
         &self.cache[k as usize * WAYS + thread % WAYS].0
     }
 
-    /// Moves every parked block to the free lists, leaving `marker` in each
-    /// cache slot.
-    fn flush(&self, lists: &mut FreeLists, marker: u32) {
+    /// Moves every parked block to the free lists, leaving the marker the
+    /// lists' state calls for (closed, waiting, or empty) in each cache slot.
+    fn flush(&self, lists: &mut FreeLists) {
+        let marker = lists.cache_marker();
         for (i, way) in self.cache.iter().enumerate() {
             // AcqRel: the parking release's writes to the block happen
             // before whoever gets the block next.
             let b = way.0.swap(marker, Ordering::AcqRel);
-            if b < CLOSED_SLOT {
+            if b < MARKERS {
                 lists.free(b, (i / WAYS) as u32);
             }
         }
@@ -203,15 +244,58 @@ impl BuddyInner {
     #[cold]
     fn allocate_slow(&self, k: u32) -> Result<u32, AllocError> {
         let mut lists = sync::lock(&self.lists);
-        if let Some(b) = lists.take(k) {
-            return Ok(b);
-        }
-        self.flush(&mut lists, NIL);
-        if let Some(b) = lists.take(k) {
-            return Ok(b);
+        if !lists.has_waiters() {
+            if let Some(b) = lists.take(k) {
+                return Ok(b);
+            }
+            self.flush(&mut lists);
+            if let Some(b) = lists.take(k) {
+                return Ok(b);
+            }
         }
         lists.failures += 1;
         Err(AllocError::ArenaFull)
+    }
+
+    /// The lease of block `block` of order `k`, which the caller took.
+    #[inline]
+    fn lease(&self, this: NonNull<BuddyInner>, block: u32, k: u32) -> Lease {
+        // SAFETY: block `block` of order `k` lies inside the region.
+        let ptr = unsafe { self.region.at((block as usize) << self.min_shift) };
+        Lease {
+            ptr,
+            cap: self.min_block_size << k,
+            home: Home::Buddy(BuddyLease {
+                inner: this,
+                block,
+                order: k,
+            }),
+        }
+    }
+
+    /// Serves head waiters, in order, while their blocks can be carved;
+    /// returns the wakers to call after unlocking.
+    #[cfg(feature = "async-alloc")]
+    fn serve_waiters(
+        &self,
+        this: NonNull<BuddyInner>,
+        lists: &mut FreeLists,
+    ) -> Vec<std::task::Waker> {
+        let mut wake = Vec::new();
+        while let Some(k) = lists.waiters.head() {
+            let Some(b) = lists.take(k) else { break };
+            self.allocs.add(sync::thread_index());
+            wake.push(lists.waiters.grant_head(self.lease(this, b, k)));
+        }
+        if lists.waiters.is_empty() && !lists.closed {
+            for way in self.cache.iter() {
+                // Only our own markers: parking is possible again.
+                let _ =
+                    way.0
+                        .compare_exchange(WAIT_SLOT, NIL, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+        wake
     }
 }
 
@@ -259,8 +343,12 @@ impl BuddyLease {
         }
         let mut lists = sync::lock(&arena.lists);
         lists.free(self.block, self.order);
+        #[cfg(feature = "async-alloc")]
+        let wake = arena.serve_waiters(self.inner, &mut lists);
         let last = lists.closed && lists.free_bytes == arena.total_size;
         drop(lists);
+        #[cfg(feature = "async-alloc")]
+        wake.into_iter().for_each(std::task::Waker::wake);
         if last {
             // SAFETY: closed (no handles) and all memory free (no leases):
             // nobody else can reach the arena, and we hold no borrow of it.
@@ -358,7 +446,7 @@ impl BuddyArena {
         let thread = sync::thread_index();
         let way = arena.way(k, thread);
         let parked = way.load(Ordering::Relaxed);
-        let block = if parked < CLOSED_SLOT
+        let block = if parked < MARKERS
             && way
                 .compare_exchange(parked, NIL, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
@@ -368,18 +456,28 @@ impl BuddyArena {
             arena.allocate_slow(k)?
         };
         arena.allocs.add(thread);
-        // SAFETY: block `block` of order `k` lies inside the region.
-        let ptr = unsafe { arena.region.at((block as usize) << arena.min_shift) };
-        let lease = Lease {
-            ptr,
-            cap: arena.min_block_size << k,
-            home: Home::Buddy(BuddyLease {
-                inner: self.inner,
-                block,
-                order: k,
-            }),
-        };
-        Ok(Buffer::from_lease(lease, arena.auto_spill))
+        Ok(Buffer::from_lease(
+            arena.lease(self.inner, block, k),
+            arena.auto_spill,
+        ))
+    }
+
+    /// Waits until a block of at least `len` bytes can be carved (feature
+    /// `async-alloc`).
+    ///
+    /// Fails at once with [`AllocError::RequestTooLarge`] if `len` can never
+    /// fit. Otherwise resolves when the block is available; waiting tasks
+    /// are served strictly in arrival order (see the module docs for why a
+    /// large waiter at the head is not overtaken by smaller ones).
+    /// Cancellation-safe: dropping the future gives up its place, and a block
+    /// already handed to it goes to the next waiter or back to the arena.
+    #[cfg(feature = "async-alloc")]
+    pub fn allocate_async(&self, len: NonZeroUsize) -> BuddyAllocate<'_> {
+        BuddyAllocate {
+            arena: self,
+            len,
+            ticket: None,
+        }
     }
 
     /// The arena's size in bytes.
@@ -399,8 +497,14 @@ impl BuddyArena {
     pub fn metrics(&self) -> BuddyMetrics {
         let arena = self.inner();
         let mut lists = sync::lock(&arena.lists);
-        arena.flush(&mut lists, NIL);
+        arena.flush(&mut lists);
+        #[cfg(feature = "async-alloc")]
+        let (waiting_tasks, wait_count) = (lists.waiters.len(), lists.waiters.wait_count());
+        #[cfg(not(feature = "async-alloc"))]
+        let (waiting_tasks, wait_count) = (0, 0);
         BuddyMetrics {
+            waiting_tasks,
+            wait_count,
             alloc_count: arena.allocs.sum(),
             alloc_failure_count: lists.failures,
             spill_count: arena.spills.load(Ordering::Relaxed),
@@ -434,7 +538,7 @@ impl Drop for BuddyArena {
         let arena = self.inner();
         let mut lists = sync::lock(&arena.lists);
         lists.closed = true;
-        arena.flush(&mut lists, CLOSED_SLOT);
+        arena.flush(&mut lists);
         let last = lists.free_bytes == arena.total_size;
         drop(lists);
         if last {
@@ -529,6 +633,8 @@ impl BuddyArenaBuilder {
             coalesces: 0,
             failures: 0,
             closed: false,
+            #[cfg(feature = "async-alloc")]
+            waiters: crate::wait::Waiters::new(),
         };
         lists.link(0, max_order);
         let cache = (0..(max_order as usize + 1) * WAYS)
@@ -551,6 +657,94 @@ impl BuddyArenaBuilder {
         Ok(BuddyArena {
             inner: NonNull::from(Box::leak(inner)),
         })
+    }
+}
+
+/// The future of [`BuddyArena::allocate_async`].
+#[cfg(feature = "async-alloc")]
+#[must_use = "futures do nothing unless polled"]
+pub struct BuddyAllocate<'a> {
+    arena: &'a BuddyArena,
+    len: NonZeroUsize,
+    ticket: Option<u64>,
+}
+
+#[cfg(feature = "async-alloc")]
+impl std::future::Future for BuddyAllocate<'_> {
+    type Output = Result<Buffer, AllocError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+
+        let this = &mut *self;
+        let handle = this.arena;
+        let arena = handle.inner();
+        if let Some(ticket) = this.ticket {
+            let mut lists = sync::lock(&arena.lists);
+            return match lists.waiters.poll(ticket, cx.waker()) {
+                Some(lease) => {
+                    this.ticket = None;
+                    Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill)))
+                }
+                None => Poll::Pending,
+            };
+        }
+        let k = match handle.order_for(this.len.get()) {
+            Ok(k) => k,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        match handle.allocate(this.len) {
+            Err(AllocError::ArenaFull) => {}
+            done => return Poll::Ready(done),
+        }
+        let mut lists = sync::lock(&arena.lists);
+        let first = lists.waiters.is_empty();
+        let ticket = lists.waiters.register(k, cx.waker());
+        if first {
+            // Park nothing from now on, and move what is parked to the
+            // lists, where the queue can use it.
+            arena.flush(&mut lists);
+        }
+        let wake = arena.serve_waiters(handle.inner, &mut lists);
+        let mine = lists.waiters.poll(ticket, cx.waker());
+        drop(lists);
+        wake.into_iter().for_each(std::task::Waker::wake);
+        match mine {
+            Some(lease) => Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill))),
+            None => {
+                this.ticket = Some(ticket);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(feature = "async-alloc")]
+impl Drop for BuddyAllocate<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else { return };
+        let arena = self.arena.inner();
+        let mut lists = sync::lock(&arena.lists);
+        let cancelled = lists.waiters.cancel(ticket);
+        // The head may have left: serve whoever can be served now.
+        let wake = arena.serve_waiters(self.arena.inner, &mut lists);
+        drop(lists);
+        wake.into_iter().for_each(std::task::Waker::wake);
+        // A grant we never picked up goes back through the release path.
+        drop(cancelled);
+    }
+}
+
+#[cfg(feature = "async-alloc")]
+impl fmt::Debug for BuddyAllocate<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuddyAllocate")
+            .field("len", &self.len)
+            .field("waiting", &self.ticket.is_some())
+            .finish()
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! The region is `slot_count` slots of `slot_capacity` bytes. Slot state
 //! lives in a bitmap of `AtomicU64` words, one word per cache line; each word
-//! covers [`SLOTS_PER_WORD`] = 63 slots, and its top bit is the [`CLOSED`]
-//! flag used to tear the arena down (below). A set bit means "in use".
+//! covers [`SLOTS_PER_WORD`] = 62 slots, and its top two bits are flags: the
+//! [`CLOSED`] flag used to tear the arena down (below), and the [`WAITERS`]
+//! flag that sends releases to the wait queue (feature `async-alloc`). A set
+//! slot bit means "in use".
 //!
 //! - **Claim**: start at the word this thread last claimed from (or a
 //!   per-thread word), `fetch_or` the lowest clear bit; if another thread got
@@ -15,7 +17,14 @@
 //!   slot was seen in use.
 //! - **Release**: one `fetch_and` clearing the bit. That is the only shared
 //!   write; the per-slot release counter lives beside the slot and is written
-//!   only by the slot's owner.
+//!   only by the slot's owner. With `async-alloc` the release is a load and a
+//!   compare-exchange instead, which clears the bit only while [`WAITERS`] is
+//!   clear; when it is set, the slot is handed to the head waiter without
+//!   ever being cleared (see `crate::wait`). Registering the first waiter
+//!   sets [`WAITERS`] in every word before it retries the claim, and the
+//!   queue clears it again when it empties, both under the queue lock: a
+//!   release either lands before the flag (and the retry sees the free slot)
+//!   or sees the flag (and hands over). No wake-up is lost.
 //!
 //! # Teardown without a per-buffer reference count
 //!
@@ -46,9 +55,13 @@ use crate::region::Region;
 use crate::sync::{self, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots covered by one bitmap word.
-pub(crate) const SLOTS_PER_WORD: usize = 63;
+pub(crate) const SLOTS_PER_WORD: usize = 62;
 /// The bit of every word that marks the arena as closed (no handles left).
 pub(crate) const CLOSED: u64 = 1 << 63;
+/// The bit of every word that says tasks are waiting for a slot.
+pub(crate) const WAITERS: u64 = 1 << 62;
+/// The bits of a word that are not slots.
+const FLAGS: u64 = CLOSED | WAITERS;
 
 /// One bitmap word on its own cache line.
 #[repr(align(64))]
@@ -57,7 +70,7 @@ struct Word(AtomicU64);
 /// The shared state of a fixed arena.
 ///
 /// Invariants:
-/// - bit `b` of `words[w]` (`b < 63`) is set iff slot `w * 63 + b` is leased
+/// - bit `b` of `words[w]` (`b < 62`) is set iff slot `w * 62 + b` is leased
 ///   out, or the slot does not exist (bits of the last word past
 ///   `slot_count`, in `last_pad`, are set at build and never cleared);
 /// - a slot's bytes (`region[slot * slot_capacity ..][..slot_capacity]`) are
@@ -77,6 +90,8 @@ pub(crate) struct FixedInner {
     pending: AtomicUsize,
     failures: AtomicU64,
     spills: AtomicU64,
+    #[cfg(feature = "async-alloc")]
+    waiters: crate::sync::Mutex<crate::wait::Waiters<()>>,
     /// Under loom, reports the arena as leaked if teardown never runs.
     #[cfg(arenabuf_loom)]
     _track: loom::alloc::Track<()>,
@@ -119,9 +134,61 @@ impl FixedInner {
             .iter()
             .enumerate()
             .map(|(w, word)| {
-                (word.0.load(Ordering::Relaxed) & !CLOSED & !self.pad(w)).count_ones() as usize
+                (word.0.load(Ordering::Relaxed) & !FLAGS & !self.pad(w)).count_ones() as usize
             })
             .sum()
+    }
+
+    /// The lease of slot `bit` of word `word`, which the caller claimed.
+    #[inline]
+    fn lease(&self, this: NonNull<FixedInner>, word: usize, bit: u32) -> Lease {
+        let slot = word * SLOTS_PER_WORD + bit as usize;
+        // SAFETY: slot < slot_count (bits past it are padding, never clear),
+        // so its offset is within the region.
+        let ptr = unsafe { self.region.at(slot * self.slot_capacity) };
+        Lease {
+            ptr,
+            cap: self.slot_capacity,
+            home: Home::Fixed(FixedLease {
+                inner: this,
+                word,
+                bit,
+            }),
+        }
+    }
+
+    /// Sets or clears [`WAITERS`] in every word; called under the queue
+    /// lock when the queue goes from empty to not, or back.
+    #[cfg(feature = "async-alloc")]
+    fn flag_waiters(&self, on: bool) {
+        for word in self.words.iter() {
+            if on {
+                word.0.fetch_or(WAITERS, Ordering::SeqCst);
+            } else {
+                word.0.fetch_and(!WAITERS, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Serves head waiters from free slots until one of them runs out;
+    /// returns the wakers to call after unlocking.
+    #[cfg(feature = "async-alloc")]
+    fn serve_waiters(
+        &self,
+        this: NonNull<FixedInner>,
+        queue: &mut crate::wait::Waiters<()>,
+    ) -> Vec<std::task::Waker> {
+        let mut wake = Vec::new();
+        while queue.head().is_some() {
+            let Some((word, bit)) = self.claim(this.as_ptr() as usize) else {
+                break;
+            };
+            wake.push(queue.grant_head(self.lease(this, word, bit)));
+        }
+        if queue.is_empty() {
+            self.flag_waiters(false);
+        }
+        wake
     }
 }
 
@@ -130,7 +197,7 @@ impl FixedInner {
 fn claim_in_word(word: &AtomicU64) -> Option<u32> {
     let mut current = word.load(Ordering::Relaxed);
     loop {
-        let free = !current & !CLOSED;
+        let free = !current & !FLAGS;
         if free == 0 {
             return None;
         }
@@ -192,6 +259,25 @@ impl FixedLease {
         self.inner().spills.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Gives this slot to the head waiter, if there is one. Our bit stays
+    /// set throughout, which keeps the arena alive.
+    #[cfg(feature = "async-alloc")]
+    #[cold]
+    fn hand_over(&self) -> bool {
+        let arena = self.inner();
+        let mut queue = sync::lock(&arena.waiters);
+        if queue.head().is_none() {
+            return false;
+        }
+        let waker = queue.grant_head(arena.lease(self.inner, self.word, self.bit));
+        if queue.is_empty() {
+            arena.flag_waiters(false);
+        }
+        drop(queue);
+        waker.wake();
+        true
+    }
+
     #[inline]
     pub(crate) fn release(&self) {
         let (inner, w, mask) = (self.inner, self.word, 1u64 << self.bit);
@@ -211,10 +297,33 @@ impl FixedLease {
         // Acquire: if we empty a closed word, the closer's writes (and every
         // earlier release of this word) happen before our teardown.
         let word = unsafe { &inner.as_ref().words[w].0 };
+        #[cfg(not(feature = "async-alloc"))]
         let prev = word.fetch_and(!mask, Ordering::AcqRel);
+        #[cfg(feature = "async-alloc")]
+        let prev = {
+            let mut current = word.load(Ordering::Relaxed);
+            loop {
+                if current & WAITERS != 0 {
+                    if self.hand_over() {
+                        return;
+                    }
+                    current = word.load(Ordering::Relaxed);
+                    continue;
+                }
+                match word.compare_exchange_weak(
+                    current,
+                    current & !mask,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(prev) => break prev,
+                    Err(now) => current = now,
+                }
+            }
+        };
         // From here on the arena may already be freed by another thread,
         // unless we just emptied a closed word: then we own its count.
-        if prev & CLOSED != 0 && prev & !mask & !CLOSED == pad {
+        if prev & CLOSED != 0 && prev & !mask & !FLAGS == pad {
             // SAFETY: this release emptied a closed word; that word's count
             // in `pending` is ours to return (module docs).
             unsafe { finish(inner, 1) }
@@ -289,20 +398,46 @@ impl FixedArena {
             arena.failures.fetch_add(1, Ordering::Relaxed);
             return Err(AllocError::ArenaFull);
         };
-        let slot = word * SLOTS_PER_WORD + bit as usize;
-        // SAFETY: slot < slot_count (bits past it are padding, never clear),
-        // so its offset is within the region.
-        let ptr = unsafe { arena.region.at(slot * arena.slot_capacity) };
-        let lease = Lease {
-            ptr,
-            cap: arena.slot_capacity,
-            home: Home::Fixed(FixedLease {
-                inner: self.inner,
-                word,
-                bit,
-            }),
-        };
-        Ok(Buffer::from_lease(lease, arena.auto_spill))
+        Ok(Buffer::from_lease(
+            arena.lease(self.inner, word, bit),
+            arena.auto_spill,
+        ))
+    }
+
+    /// Waits for a free slot (feature `async-alloc`).
+    ///
+    /// Resolves at once when a slot is free. Otherwise the task queues, and
+    /// slots released while tasks wait are handed to them in arrival order
+    /// (a new caller does not get a freed slot before an earlier waiter).
+    /// Cancellation-safe: dropping the future gives up its place, and a slot
+    /// that was already handed to it goes to the next waiter or back to the
+    /// arena.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::num::NonZeroUsize;
+    /// use arenabuf::FixedArena;
+    ///
+    /// let arena = FixedArena::builder(NonZeroUsize::MIN, NonZeroUsize::new(64).unwrap()).build()?;
+    /// let held = arena.allocate()?.freeze();
+    /// let waiter = tokio::spawn({
+    ///     let arena = arena.clone();
+    ///     async move { arena.allocate_async().await.capacity() }
+    /// });
+    /// tokio::task::yield_now().await; // let the waiter queue
+    /// drop(held); // hands the slot to the waiter
+    /// assert_eq!(waiter.await?, 64);
+    /// assert_eq!(arena.metrics().wait_count, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "async-alloc")]
+    pub fn allocate_async(&self) -> FixedAllocate<'_> {
+        FixedAllocate {
+            arena: self,
+            ticket: None,
+        }
     }
 
     /// The number of slots.
@@ -327,7 +462,16 @@ impl FixedArena {
             .iter()
             .map(|r| r.load(Ordering::Relaxed))
             .fold(0u64, u64::wrapping_add);
+        #[cfg(feature = "async-alloc")]
+        let (waiting_tasks, wait_count) = {
+            let queue = sync::lock(&arena.waiters);
+            (queue.len(), queue.wait_count())
+        };
+        #[cfg(not(feature = "async-alloc"))]
+        let (waiting_tasks, wait_count) = (0, 0);
         FixedMetrics {
+            waiting_tasks,
+            wait_count,
             alloc_count: releases.wrapping_add(live_slots as u64),
             alloc_failure_count: arena.failures.load(Ordering::Relaxed),
             spill_count: arena.spills.load(Ordering::Relaxed),
@@ -365,7 +509,7 @@ impl Drop for FixedArena {
             // AcqRel: a release that sees CLOSED also sees `pending` above;
             // we see every release that emptied the word before.
             let prev = word.0.fetch_or(CLOSED, Ordering::AcqRel);
-            if prev == arena.pad(w) {
+            if prev & !WAITERS == arena.pad(w) {
                 returned += 1;
             }
         }
@@ -422,7 +566,7 @@ impl FixedArenaBuilder {
             .ok_or(overflow)?;
         let n_words = slot_count.div_ceil(SLOTS_PER_WORD);
         let used_in_last = slot_count - (n_words - 1) * SLOTS_PER_WORD;
-        let last_pad = !CLOSED & !((1u64 << used_in_last) - 1);
+        let last_pad = !FLAGS & !((1u64 << used_in_last) - 1);
         let region = Region::new(total)?;
         let words: Box<[Word]> = (0..n_words)
             .map(|w| Word(AtomicU64::new(if w + 1 == n_words { last_pad } else { 0 })))
@@ -440,12 +584,100 @@ impl FixedArenaBuilder {
             pending: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
             spills: AtomicU64::new(0),
+            #[cfg(feature = "async-alloc")]
+            waiters: crate::sync::Mutex::new(crate::wait::Waiters::new()),
             #[cfg(arenabuf_loom)]
             _track: loom::alloc::Track::new(()),
         });
         Ok(FixedArena {
             inner: NonNull::from(Box::leak(inner)),
         })
+    }
+}
+
+/// The future of [`FixedArena::allocate_async`].
+#[cfg(feature = "async-alloc")]
+#[must_use = "futures do nothing unless polled"]
+pub struct FixedAllocate<'a> {
+    arena: &'a FixedArena,
+    ticket: Option<u64>,
+}
+
+#[cfg(feature = "async-alloc")]
+impl std::future::Future for FixedAllocate<'_> {
+    type Output = Buffer;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Buffer> {
+        use std::task::Poll;
+
+        let this = &mut *self;
+        let handle = this.arena;
+        let arena = handle.inner();
+        let key = handle.inner.as_ptr() as usize;
+        if let Some(ticket) = this.ticket {
+            let mut queue = sync::lock(&arena.waiters);
+            return match queue.poll(ticket, cx.waker()) {
+                Some(lease) => {
+                    this.ticket = None;
+                    Poll::Ready(Buffer::from_lease(lease, arena.auto_spill))
+                }
+                None => Poll::Pending,
+            };
+        }
+        if let Some((word, bit)) = arena.claim(key) {
+            return Poll::Ready(Buffer::from_lease(
+                arena.lease(handle.inner, word, bit),
+                arena.auto_spill,
+            ));
+        }
+        let mut queue = sync::lock(&arena.waiters);
+        if queue.is_empty() {
+            arena.flag_waiters(true);
+        }
+        // Queue first, then serve the queue from whatever is free now: a
+        // slot released before WAITERS was set is found here, and earlier
+        // waiters get it before we do.
+        let ticket = queue.register((), cx.waker());
+        let wake = arena.serve_waiters(handle.inner, &mut queue);
+        let mine = queue.poll(ticket, cx.waker());
+        drop(queue);
+        wake.into_iter().for_each(std::task::Waker::wake);
+        match mine {
+            Some(lease) => Poll::Ready(Buffer::from_lease(lease, arena.auto_spill)),
+            None => {
+                this.ticket = Some(ticket);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(feature = "async-alloc")]
+impl Drop for FixedAllocate<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else { return };
+        let arena = self.arena.inner();
+        let mut queue = sync::lock(&arena.waiters);
+        let cancelled = queue.cancel(ticket);
+        if queue.is_empty() {
+            arena.flag_waiters(false);
+        }
+        drop(queue);
+        // A grant we never picked up: releasing it hands it to the next
+        // waiter, or back to the arena (outside the lock).
+        drop(cancelled);
+    }
+}
+
+#[cfg(feature = "async-alloc")]
+impl fmt::Debug for FixedAllocate<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FixedAllocate")
+            .field("waiting", &self.ticket.is_some())
+            .finish()
     }
 }
 

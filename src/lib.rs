@@ -38,6 +38,8 @@
 //! - `fixed`, `buddy`: the allocators (with their invariants written down);
 //! - `buffer`: [`Buffer`], its `BufMut` writes, auto-spill and `freeze`;
 //! - `region`: the arena memory itself; `sync`: the loom shim;
+//! - `wait` (feature `async-alloc`): the FIFO queue behind
+//!   `allocate_async`, which hands released capacity to waiting tasks;
 //! - `metrics`, `error`: snapshots and typed errors.
 
 #![warn(missing_docs)]
@@ -50,10 +52,16 @@ mod fixed;
 mod metrics;
 mod region;
 mod sync;
+#[cfg(feature = "async-alloc")]
+mod wait;
 
+#[cfg(feature = "async-alloc")]
+pub use buddy::BuddyAllocate;
 pub use buddy::{BuddyArena, BuddyArenaBuilder};
 pub use buffer::Buffer;
 pub use error::{AllocError, BuildError};
+#[cfg(feature = "async-alloc")]
+pub use fixed::FixedAllocate;
 pub use fixed::{FixedArena, FixedArenaBuilder};
 pub use metrics::{BuddyMetrics, FixedMetrics};
 

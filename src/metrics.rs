@@ -24,6 +24,10 @@ pub struct FixedMetrics {
     pub live_bytes: usize,
     /// Total arena bytes: `slot_count * slot_capacity`.
     pub reserved_bytes: usize,
+    /// Tasks waiting in `allocate_async` now (feature `async-alloc`).
+    pub waiting_tasks: usize,
+    /// Allocations that had to wait for capacity (feature `async-alloc`).
+    pub wait_count: u64,
 }
 
 /// A snapshot of a [`BuddyArena`](crate::BuddyArena)'s counters.
@@ -48,6 +52,10 @@ pub struct BuddyMetrics {
     pub coalesce_count: u64,
     /// The largest block that can be allocated now (0 when full).
     pub largest_free_block: usize,
+    /// Tasks waiting in `allocate_async` now (feature `async-alloc`).
+    pub waiting_tasks: usize,
+    /// Allocations that had to wait for capacity (feature `async-alloc`).
+    pub wait_count: u64,
 }
 
 const SHARDS: usize = 16;

@@ -148,3 +148,127 @@ fn frozen_clone_dropped_across_threads() {
         assert_eq!(arena.metrics().live_slots, 0);
     });
 }
+
+/// The waiter hand-off (feature `async-alloc`).
+#[cfg(feature = "async-alloc")]
+mod waiting {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// A release races a task that finds the arena full and queues: the
+    /// slot is handed over whichever comes first (no lost wake-up: loom
+    /// reports a deadlock if `block_on` is never woken).
+    #[test]
+    fn fixed_release_races_waiter_registration() {
+        loom::model(|| {
+            let arena = FixedArena::builder(nz(1), nz(1)).build().unwrap();
+            let held = arena.allocate().unwrap().freeze();
+            let waiter = {
+                let arena = arena.clone();
+                thread::spawn(move || {
+                    let mut buf = loom::future::block_on(arena.allocate_async());
+                    buf.put_u8(7);
+                    assert_eq!(&buf[..], &[7]);
+                })
+            };
+            drop(held);
+            waiter.join().unwrap();
+            let m = arena.metrics();
+            assert_eq!((m.live_slots, m.waiting_tasks), (0, 0));
+            assert!(arena.allocate().is_ok());
+        });
+    }
+
+    /// A waiter polls once and is cancelled while the slot is released:
+    /// whether or not the slot was already granted to it, it ends up free.
+    #[test]
+    fn fixed_cancel_races_release() {
+        loom::model(|| {
+            let arena = FixedArena::builder(nz(1), nz(1)).build().unwrap();
+            let held = arena.allocate().unwrap();
+            let canceller = {
+                let arena = arena.clone();
+                thread::spawn(move || {
+                    let mut fut = pin!(arena.allocate_async());
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let first = fut.as_mut().poll(&mut cx);
+                    drop(first);
+                    // dropped here: pending, granted, or already done
+                })
+            };
+            drop(held);
+            canceller.join().unwrap();
+            let m = arena.metrics();
+            assert_eq!((m.live_slots, m.waiting_tasks), (0, 0));
+            assert!(arena.allocate().is_ok());
+        });
+    }
+
+    /// Two releases race one waiter: it gets exactly one slot, the other
+    /// slot goes back to the bitmap.
+    #[test]
+    fn fixed_two_releases_one_waiter() {
+        loom::model(|| {
+            let arena = FixedArena::builder(nz(2), nz(1)).build().unwrap();
+            let a = arena.allocate().unwrap().freeze();
+            let b = arena.allocate().unwrap().freeze();
+            let ta = thread::spawn(move || drop(a));
+            let tb = thread::spawn(move || drop(b));
+            let buf = loom::future::block_on(arena.allocate_async());
+            ta.join().unwrap();
+            tb.join().unwrap();
+            assert_eq!(arena.metrics().live_slots, 1);
+            drop(buf);
+            assert_eq!(arena.metrics().live_slots, 0);
+        });
+    }
+
+    /// Buddy: a release that parks its block races the first waiter's
+    /// registration (which flushes the caches): the waiter gets the block.
+    #[test]
+    fn buddy_park_races_waiter_registration() {
+        loom::model(|| {
+            let arena = BuddyArena::builder(nz(16), nz(16)).build().unwrap();
+            let held = arena.allocate(nz(16)).unwrap().freeze();
+            let waiter = {
+                let arena = arena.clone();
+                thread::spawn(move || {
+                    let buf = loom::future::block_on(arena.allocate_async(nz(16))).unwrap();
+                    assert_eq!(buf.capacity(), 16);
+                })
+            };
+            drop(held);
+            waiter.join().unwrap();
+            let m = arena.metrics();
+            assert_eq!((m.live_bytes, m.waiting_tasks), (0, 0));
+            assert!(arena.allocate(nz(16)).is_ok());
+        });
+    }
+
+    /// Buddy: a waiter cancelled while the block is released.
+    #[test]
+    fn buddy_cancel_races_release() {
+        loom::model(|| {
+            let arena = BuddyArena::builder(nz(16), nz(16)).build().unwrap();
+            let held = arena.allocate(nz(16)).unwrap();
+            let canceller = {
+                let arena = arena.clone();
+                thread::spawn(move || {
+                    let mut fut = pin!(arena.allocate_async(nz(16)));
+                    let mut cx = Context::from_waker(Waker::noop());
+                    if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                        drop(r.unwrap());
+                    }
+                })
+            };
+            drop(held);
+            canceller.join().unwrap();
+            let m = arena.metrics();
+            assert_eq!((m.live_bytes, m.waiting_tasks), (0, 0));
+            assert!(arena.allocate(nz(16)).is_ok());
+        });
+    }
+}
