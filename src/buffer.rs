@@ -63,8 +63,8 @@ impl Drop for Lease {
     #[inline]
     fn drop(&mut self) {
         match &self.home {
-            Home::Fixed(l) => l.release(),
-            Home::Buddy(l) => l.release(),
+            Home::Fixed(l) => l.release(self.ptr, self.cap),
+            Home::Buddy(l) => l.release(self.ptr, self.cap),
         }
     }
 }
@@ -475,5 +475,70 @@ mod tests {
             .join()
             .unwrap();
         assert!(arena.allocate().is_ok());
+    }
+
+    /// What `chunk_mut` offers, read as bytes. Only sound when the memory
+    /// is known to be initialised (zero-on-release arenas).
+    fn spare_bytes(buf: &mut crate::Buffer) -> Vec<u8> {
+        let chunk = buf.chunk_mut();
+        // SAFETY: the callers only use this on zero-on-release arenas, whose
+        // memory is zeroed at build and on every release, so it is
+        // initialised.
+        unsafe { std::slice::from_raw_parts(chunk.as_mut_ptr(), chunk.len()) }.to_vec()
+    }
+
+    #[test]
+    fn safe_api_never_shows_a_previous_holders_bytes() {
+        let fixed = FixedArena::builder(nz(1), nz(32))
+            .auto_spill()
+            .build()
+            .unwrap();
+        let buddy = BuddyArena::builder(nz(64), nz(32))
+            .auto_spill()
+            .build()
+            .unwrap();
+        let mut a = fixed.allocate().unwrap();
+        a.put_slice(b"secret-secret-secret");
+        drop(a);
+        let mut b = buddy.allocate(nz(32)).unwrap();
+        b.put_slice(b"secret-secret-secret");
+        drop(b);
+        for mut buf in [fixed.allocate().unwrap(), buddy.allocate(nz(32)).unwrap()] {
+            assert!(buf.is_empty() && buf[..].is_empty());
+            buf.put_slice(b"hi");
+            assert_eq!(&buf[..], b"hi");
+            buf.put_slice(&[b'x'; 40]); // spills: only written bytes move
+            assert_eq!(buf.len(), 42);
+            assert!(!buf.windows(6).any(|w| w == b"secret"));
+            assert!(!buf.freeze().windows(6).any(|w| w == b"secret"));
+        }
+    }
+
+    #[test]
+    fn zero_on_release_clears_memory_for_the_next_holder() {
+        let fixed = FixedArena::builder(nz(1), nz(16))
+            .zero_on_release()
+            .build()
+            .unwrap();
+        let buddy = BuddyArena::builder(nz(32), nz(16))
+            .zero_on_release()
+            .build()
+            .unwrap();
+        // First use: zeroed.
+        let mut first = fixed.allocate().unwrap();
+        assert_eq!(spare_bytes(&mut first), [0; 16]);
+        first.put_slice(b"0123456789abcdef");
+        drop(first.freeze());
+        let mut again = fixed.allocate().unwrap();
+        assert_eq!(spare_bytes(&mut again), [0; 16]);
+
+        // Buddy: the whole arena written and released, then split in two.
+        let mut big = buddy.allocate(nz(32)).unwrap();
+        big.put_slice(&[0xAB; 32]);
+        drop(big);
+        let mut lo = buddy.allocate(nz(16)).unwrap();
+        let mut hi = buddy.allocate(nz(16)).unwrap();
+        assert_eq!(spare_bytes(&mut lo), [0; 16]);
+        assert_eq!(spare_bytes(&mut hi), [0; 16]);
     }
 }

@@ -51,7 +51,7 @@ use std::ptr::NonNull;
 use crate::buffer::{Buffer, Home, Lease};
 use crate::error::{AllocError, BuildError};
 use crate::metrics::FixedMetrics;
-use crate::region::Region;
+use crate::region::{Region, scrub};
 use crate::sync::{self, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots covered by one bitmap word.
@@ -86,6 +86,7 @@ pub(crate) struct FixedInner {
     slot_count: usize,
     last_pad: u64,
     auto_spill: bool,
+    zero_on_release: bool,
     handles: AtomicUsize,
     pending: AtomicUsize,
     failures: AtomicU64,
@@ -278,11 +279,16 @@ impl FixedLease {
         true
     }
 
+    /// Returns the slot (at `ptr`, `cap` bytes) to the arena.
     #[inline]
-    pub(crate) fn release(&self) {
+    pub(crate) fn release(&self, ptr: NonNull<u8>, cap: usize) {
         let (inner, w, mask) = (self.inner, self.word, 1u64 << self.bit);
         let pad = {
             let arena = self.inner();
+            if arena.zero_on_release {
+                // SAFETY: the slot is still ours; nobody else reads it.
+                unsafe { scrub(ptr, cap) };
+            }
             let releases = &arena.releases[w * SLOTS_PER_WORD + self.bit as usize];
             // Only this lease's holder writes this counter: load + store is
             // enough, and keeps a locked instruction off the hot path.
@@ -376,6 +382,7 @@ impl FixedArena {
             slot_count,
             slot_capacity,
             auto_spill: false,
+            zero_on_release: false,
         }
     }
 
@@ -524,6 +531,7 @@ impl fmt::Debug for FixedArena {
             .field("slot_count", &self.slot_count())
             .field("slot_capacity", &self.slot_capacity())
             .field("auto_spill", &self.inner().auto_spill)
+            .field("zero_on_release", &self.inner().zero_on_release)
             .finish()
     }
 }
@@ -535,6 +543,7 @@ pub struct FixedArenaBuilder {
     slot_count: NonZeroUsize,
     slot_capacity: NonZeroUsize,
     auto_spill: bool,
+    zero_on_release: bool,
 }
 
 impl FixedArenaBuilder {
@@ -544,6 +553,20 @@ impl FixedArenaBuilder {
     /// [`FixedMetrics::spill_count`].
     pub fn auto_spill(mut self) -> Self {
         self.auto_spill = true;
+        self
+    }
+
+    /// Zeroes every slot when it returns to the arena (and hands out
+    /// zeroed memory the first time), so one request's bytes can never show
+    /// up in another's memory, not even through `unsafe` reads of spare
+    /// capacity. Costs a `memset` of the whole slot on every release.
+    ///
+    /// Without it (the default) memory is not cleared, but the safe API
+    /// still never shows a byte that was not written through the same
+    /// `Buffer`. Bytes that spilled to the heap are the global allocator's
+    /// and are not covered.
+    pub fn zero_on_release(mut self) -> Self {
+        self.zero_on_release = true;
         self
     }
 
@@ -567,7 +590,7 @@ impl FixedArenaBuilder {
         let n_words = slot_count.div_ceil(SLOTS_PER_WORD);
         let used_in_last = slot_count - (n_words - 1) * SLOTS_PER_WORD;
         let last_pad = !FLAGS & !((1u64 << used_in_last) - 1);
-        let region = Region::new(total)?;
+        let region = Region::new(total, self.zero_on_release)?;
         let words: Box<[Word]> = (0..n_words)
             .map(|w| Word(AtomicU64::new(if w + 1 == n_words { last_pad } else { 0 })))
             .collect();
@@ -580,6 +603,7 @@ impl FixedArenaBuilder {
             slot_count,
             last_pad,
             auto_spill: self.auto_spill,
+            zero_on_release: self.zero_on_release,
             handles: AtomicUsize::new(1),
             pending: AtomicUsize::new(0),
             failures: AtomicU64::new(0),

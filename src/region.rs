@@ -1,6 +1,6 @@
 //! The contiguous block of memory an arena carves buffers from.
 
-use std::alloc::{Layout, alloc, dealloc};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
 
 use crate::error::BuildError;
@@ -29,14 +29,22 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// Reserves `len` bytes (`len > 0`) from the global allocator.
-    pub(crate) fn new(len: usize) -> Result<Self, BuildError> {
+    /// Reserves `len` bytes (`len > 0`) from the global allocator, zeroed if
+    /// `zeroed` (large zeroed allocations come straight from the kernel's
+    /// zero pages, so this costs nothing up front).
+    pub(crate) fn new(len: usize, zeroed: bool) -> Result<Self, BuildError> {
         debug_assert!(len > 0);
         let layout = Layout::from_size_align(len, REGION_ALIGN)
             .map_err(|_| BuildError::OutOfMemory { bytes: len })?;
         // SAFETY: `layout` has a non-zero size (`len > 0`, checked by every
         // caller through `NonZeroUsize` geometry).
-        let ptr = unsafe { alloc(layout) };
+        let ptr = unsafe {
+            if zeroed {
+                alloc_zeroed(layout)
+            } else {
+                alloc(layout)
+            }
+        };
         let ptr = NonNull::new(ptr).ok_or(BuildError::OutOfMemory { bytes: len })?;
         Ok(Self { ptr, layout })
     }
@@ -53,6 +61,24 @@ impl Region {
         // its end), so the result stays in bounds and cannot be null.
         unsafe { self.ptr.add(offset) }
     }
+}
+
+/// Zeroes `len` bytes at `ptr` before they go back to an arena.
+///
+/// A plain `memset` whose result nobody reads could be removed as a dead
+/// store; this one cannot: the bytes are published to the next holder
+/// through the release's atomic store, and `black_box` makes the pointer
+/// opaque to the optimiser besides.
+///
+/// # Safety
+///
+/// `ptr..ptr + len` is writable memory owned by the caller.
+#[inline]
+pub(crate) unsafe fn scrub(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { ptr.as_ptr().write_bytes(0, len) };
+    std::hint::black_box(ptr);
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 impl Drop for Region {
