@@ -88,7 +88,10 @@ proptest! {
                 }
                 Op::Drop(k) if !held.is_empty() => {
                     let n = held.len();
-                    held.swap_remove(k % n);
+                    if let Held::Buf(buf, _) = held.swap_remove(k % n) {
+                        // Nobody else wrote into it while it was live.
+                        prop_assert!(buf.iter().all(|&b| b == buf[0]));
+                    }
                 }
                 Op::CloneSlice(k) if !held.is_empty() => {
                     let n = held.len();
