@@ -481,10 +481,15 @@ impl BuddyArena {
     #[cfg(feature = "async-alloc")]
     pub fn allocate_async(&self, len: NonZeroUsize) -> BuddyAllocate<'_> {
         BuddyAllocate {
-            arena: self,
+            arena: crate::wait::ArenaRef::Borrowed(self),
             len,
             ticket: None,
         }
+    }
+
+    /// Counts a fall-back to heap memory in `spill_count`.
+    pub(crate) fn count_spill(&self) {
+        self.inner().spills.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The arena's size in bytes.
@@ -685,12 +690,27 @@ impl BuddyArenaBuilder {
 }
 
 /// The future of [`BuddyArena::allocate_async`].
+///
+/// `BuddyAllocate<'static>` (from the [`BufferSource`](crate::BufferSource)
+/// impl) owns a handle instead of borrowing one.
 #[cfg(feature = "async-alloc")]
 #[must_use = "futures do nothing unless polled"]
 pub struct BuddyAllocate<'a> {
-    arena: &'a BuddyArena,
+    arena: crate::wait::ArenaRef<'a, BuddyArena>,
     len: NonZeroUsize,
     ticket: Option<u64>,
+}
+
+#[cfg(feature = "async-alloc")]
+impl BuddyAllocate<'static> {
+    /// A waiting future that owns a handle, for `'static` contexts.
+    pub(crate) fn owned(arena: BuddyArena, len: NonZeroUsize) -> Self {
+        Self {
+            arena: crate::wait::ArenaRef::Owned(arena),
+            len,
+            ticket: None,
+        }
+    }
 }
 
 #[cfg(feature = "async-alloc")]
@@ -704,7 +724,7 @@ impl std::future::Future for BuddyAllocate<'_> {
         use std::task::Poll;
 
         let this = &mut *self;
-        let handle = this.arena;
+        let handle: &BuddyArena = &this.arena;
         let arena = handle.inner();
         if let Some(ticket) = this.ticket {
             let mut lists = sync::lock(&arena.lists);

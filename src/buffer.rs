@@ -143,6 +143,15 @@ impl Buffer {
         }
     }
 
+    /// A heap buffer of `capacity` bytes, for when an arena has no room and
+    /// the caller chose to spill rather than fail. Starts out spilled.
+    pub(crate) fn heap(capacity: usize) -> Self {
+        Self {
+            repr: Repr::Heap(BytesMut::with_capacity(capacity)),
+            auto_spill: true,
+        }
+    }
+
     /// The number of bytes written.
     #[inline]
     pub fn len(&self) -> usize {

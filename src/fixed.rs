@@ -442,9 +442,26 @@ impl FixedArena {
     #[cfg(feature = "async-alloc")]
     pub fn allocate_async(&self) -> FixedAllocate<'_> {
         FixedAllocate {
-            arena: self,
+            arena: crate::wait::ArenaRef::Borrowed(self),
             ticket: None,
         }
+    }
+
+    /// Fails with `RequestTooLarge` if `len` bytes can never fit a slot.
+    pub(crate) fn check_len(&self, len: usize) -> Result<(), AllocError> {
+        let max = self.inner().slot_capacity;
+        if len > max {
+            return Err(AllocError::RequestTooLarge {
+                requested: len,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a fall-back to heap memory in `spill_count`.
+    pub(crate) fn count_spill(&self) {
+        self.inner().spills.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The number of slots.
@@ -620,11 +637,25 @@ impl FixedArenaBuilder {
 }
 
 /// The future of [`FixedArena::allocate_async`].
+///
+/// `FixedAllocate<'static>` (from the [`BufferSource`](crate::BufferSource)
+/// impl) owns a handle instead of borrowing one.
 #[cfg(feature = "async-alloc")]
 #[must_use = "futures do nothing unless polled"]
 pub struct FixedAllocate<'a> {
-    arena: &'a FixedArena,
+    arena: crate::wait::ArenaRef<'a, FixedArena>,
     ticket: Option<u64>,
+}
+
+#[cfg(feature = "async-alloc")]
+impl FixedAllocate<'static> {
+    /// A waiting future that owns a handle, for `'static` contexts.
+    pub(crate) fn owned(arena: FixedArena) -> Self {
+        Self {
+            arena: crate::wait::ArenaRef::Owned(arena),
+            ticket: None,
+        }
+    }
 }
 
 #[cfg(feature = "async-alloc")]
@@ -638,9 +669,8 @@ impl std::future::Future for FixedAllocate<'_> {
         use std::task::Poll;
 
         let this = &mut *self;
-        let handle = this.arena;
+        let handle: &FixedArena = &this.arena;
         let arena = handle.inner();
-        let key = handle.inner.as_ptr() as usize;
         if let Some(ticket) = this.ticket {
             let mut queue = sync::lock(&arena.waiters);
             return match queue.poll(ticket, cx.waker()) {
@@ -651,7 +681,7 @@ impl std::future::Future for FixedAllocate<'_> {
                 None => Poll::Pending,
             };
         }
-        if let Some((word, bit)) = arena.claim(key) {
+        if let Some((word, bit)) = arena.claim(handle.inner.as_ptr() as usize) {
             return Poll::Ready(Buffer::from_lease(
                 arena.lease(handle.inner, word, bit),
                 arena.auto_spill,

@@ -40,6 +40,12 @@
 //! - `region`: the arena memory itself; `sync`: the loom shim;
 //! - `wait` (feature `async-alloc`): the FIFO queue behind
 //!   `allocate_async`, which hands released capacity to waiting tasks;
+//! - `source` (feature `async-alloc`): [`BufferSource`], what the I/O
+//!   adapters allocate from;
+//! - [`codec`] (feature `codec`): drop-in `tokio_util` codecs whose frames
+//!   are arena `Bytes`;
+//! - [`io`] (feature `io`): `ArenaReader`, reading any `AsyncRead` into
+//!   arena buffers with zero-copy frames and backpressure;
 //! - `metrics`, `error`: snapshots and typed errors.
 
 #![warn(missing_docs)]
@@ -47,10 +53,16 @@
 
 mod buddy;
 mod buffer;
+#[cfg(feature = "codec")]
+pub mod codec;
 mod error;
 mod fixed;
+#[cfg(feature = "io")]
+pub mod io;
 mod metrics;
 mod region;
+#[cfg(feature = "async-alloc")]
+mod source;
 mod sync;
 #[cfg(feature = "async-alloc")]
 mod wait;
@@ -64,6 +76,8 @@ pub use error::{AllocError, BuildError};
 pub use fixed::FixedAllocate;
 pub use fixed::{FixedArena, FixedArenaBuilder};
 pub use metrics::{BuddyMetrics, FixedMetrics};
+#[cfg(feature = "async-alloc")]
+pub use source::{BufferSource, FixedWait};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -110,3 +110,21 @@ impl<R: Copy> Waiters<R> {
         self.granted.remove(&ticket)
     }
 }
+
+/// The arena a waiting future works on: borrowed from `allocate_async`, or
+/// owned (a handle clone) where the future must be `'static`.
+pub(crate) enum ArenaRef<'a, A> {
+    Borrowed(&'a A),
+    Owned(A),
+}
+
+impl<A> std::ops::Deref for ArenaRef<'_, A> {
+    type Target = A;
+
+    fn deref(&self) -> &A {
+        match self {
+            ArenaRef::Borrowed(a) => a,
+            ArenaRef::Owned(a) => a,
+        }
+    }
+}

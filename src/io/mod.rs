@@ -1,0 +1,237 @@
+//! Reading sockets straight into arena memory (feature `io`).
+//!
+//! [`ArenaReader`] wraps any [`AsyncRead`] (a `TcpStream`, a `UnixStream`, a
+//! TLS stream) and a [`BufferSource`], and reads into the spare capacity of
+//! arena [`Buffer`]s: no intermediate `BytesMut`, no extra copy. It is a
+//! [`Stream`] of the chunks read; [`ArenaReader::frames`] turns it into a
+//! stream of frames that are zero-copy slices of those chunks.
+//!
+//! # Backpressure
+//!
+//! When the source has no buffer free, the reader waits for one
+//! ([`BufferSource::allocate_wait`]) and does **not** poll the socket
+//! meanwhile. The kernel's receive buffer fills, the peer's TCP window
+//! closes, and the peer stops sending; memory stays within the arena's cap.
+//! Reading resumes when frames (or chunks) are dropped.
+
+mod frames;
+
+use std::future::Future;
+use std::io;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, Bytes};
+use futures_core::Stream;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, ReadBuf};
+
+pub use frames::{Frames, Framing};
+
+use crate::codec::alloc_error;
+use crate::{AllocError, Buffer, BufferSource};
+
+/// The default chunk size: 64 KiB, a typical socket read.
+const DEFAULT_CHUNK: usize = 64 * 1024;
+
+/// Getting a buffer from a source: at once if one is free, else by waiting.
+/// Keeps the wait future between polls, so a pending wait is resumed (and
+/// cancelled when dropped), never started twice.
+struct Acquire<S: BufferSource> {
+    wait: Option<(S::Wait, usize)>,
+}
+
+impl<S: BufferSource> Acquire<S> {
+    fn new() -> Self {
+        Self { wait: None }
+    }
+
+    fn poll_buffer(
+        &mut self,
+        source: &S,
+        len: NonZeroUsize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Buffer>> {
+        if self.wait.as_ref().is_some_and(|(_, l)| *l != len.get()) {
+            self.wait = None;
+        }
+        if self.wait.is_none() {
+            match source.try_allocate(len) {
+                Ok(buf) => return Poll::Ready(Ok(buf)),
+                Err(AllocError::ArenaFull) => {
+                    self.wait = Some((source.allocate_wait(len), len.get()))
+                }
+                Err(e) => return Poll::Ready(Err(alloc_error(e))),
+            }
+        }
+        let (wait, _) = self.wait.as_mut().expect("set above");
+        let result = ready!(Pin::new(wait).poll(cx));
+        self.wait = None;
+        Poll::Ready(result.map_err(alloc_error))
+    }
+}
+
+/// Reads once from `reader` into the spare capacity of `buf`; returns the
+/// number of bytes read (0 at EOF or when `buf` is full).
+fn poll_read_into<R: AsyncRead>(
+    reader: Pin<&mut R>,
+    buf: &mut Buffer,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let spare = buf.capacity() - buf.len();
+    if spare == 0 {
+        return Poll::Ready(Ok(0));
+    }
+    let chunk = buf.chunk_mut();
+    // SAFETY: `ReadBuf` only ever writes initialised bytes into the slice
+    // and never de-initialises it; `chunk` is the buffer's spare capacity.
+    let uninit = unsafe { chunk.as_uninit_slice_mut() };
+    let mut read_buf = ReadBuf::uninit(&mut uninit[..spare]);
+    ready!(reader.poll_read(cx, &mut read_buf))?;
+    let n = read_buf.filled().len();
+    // SAFETY: `ReadBuf` guarantees its first `filled().len()` bytes were
+    // initialised, and they are the first bytes of the spare capacity.
+    unsafe { buf.advance_mut(n) };
+    Poll::Ready(Ok(n))
+}
+
+pin_project! {
+    /// An [`AsyncRead`] adapter that reads into arena buffers: a [`Stream`]
+    /// of the chunks read, as `Bytes` in arena memory.
+    ///
+    /// Each item is one read (at most [`chunk_size`](Self::chunk_size)
+    /// bytes) in a buffer of its own. Use [`frames`](Self::frames) for a
+    /// stream of frames instead. See the [module docs](crate::io) for the
+    /// backpressure.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::num::NonZeroUsize;
+    /// use arenabuf::{codec::LengthDelimited, io::{ArenaReader, Framing}, FixedArena};
+    /// use bytes::Bytes;
+    /// use futures::{SinkExt, StreamExt};
+    /// use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
+    ///
+    /// let arena = FixedArena::builder(NonZeroUsize::new(8).unwrap(), NonZeroUsize::new(4096).unwrap())
+    ///     .build()?;
+    /// let (client, server) = tokio::io::duplex(4096);
+    /// let mut tx = FramedWrite::new(client, LengthDelimitedCodec::new());
+    /// tx.send(Bytes::from_static(b"one")).await?;
+    /// tx.send(Bytes::from_static(b"two")).await?;
+    /// drop(tx);
+    ///
+    /// let framing = Framing::length_delimited(LengthDelimited::default());
+    /// let frames: Vec<_> = ArenaReader::new(server, arena.clone())
+    ///     .frames(framing)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(frames.len(), 2);
+    /// assert_eq!(frames[0].as_ref().unwrap(), "one");
+    /// assert_eq!(frames[1].as_ref().unwrap(), "two");
+    /// assert_eq!(arena.metrics().live_slots, 1); // both share one chunk
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub struct ArenaReader<R, S: BufferSource> {
+        #[pin]
+        reader: R,
+        source: S,
+        chunk_size: NonZeroUsize,
+        acquire: Acquire<S>,
+        buf: Option<Buffer>,
+        done: bool,
+    }
+}
+
+impl<R: AsyncRead, S: BufferSource> ArenaReader<R, S> {
+    /// Reads from `reader` into buffers from `source`, in chunks of 64 KiB
+    /// or the source's [`max_len`](BufferSource::max_len), whichever is
+    /// smaller.
+    pub fn new(reader: R, source: S) -> Self {
+        let chunk = DEFAULT_CHUNK.min(source.max_len()).max(1);
+        Self {
+            reader,
+            chunk_size: NonZeroUsize::new(chunk).expect("at least 1"),
+            source,
+            acquire: Acquire::new(),
+            buf: None,
+            done: false,
+        }
+    }
+
+    /// Reads at most `chunk_size` bytes per chunk (capped at the source's
+    /// `max_len`). With a `FixedArena`, the slot capacity is the natural
+    /// choice.
+    #[must_use]
+    pub fn with_chunk_size(mut self, chunk_size: NonZeroUsize) -> Self {
+        let chunk = chunk_size.get().min(self.source.max_len()).max(1);
+        self.chunk_size = NonZeroUsize::new(chunk).expect("at least 1");
+        self
+    }
+
+    /// The most bytes read into one chunk.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size.get()
+    }
+
+    /// The buffer source.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// A stream of frames cut from the chunks read, zero-copy.
+    pub fn frames(self, framing: Framing) -> Frames<R, S> {
+        Frames::new(self.reader, self.source, self.chunk_size, framing)
+    }
+
+    /// The wrapped reader.
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
+}
+
+impl<R: AsyncRead, S: BufferSource> Stream for ArenaReader<R, S> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        if this.buf.is_none() {
+            // Backpressure: no buffer, no read.
+            match ready!(this.acquire.poll_buffer(this.source, *this.chunk_size, cx)) {
+                Ok(buf) => *this.buf = Some(buf),
+                Err(e) => {
+                    *this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+        let buf = this.buf.as_mut().expect("set above");
+        let result = ready!(poll_read_into(this.reader, buf, cx));
+        let buf = this.buf.take().expect("set above");
+        match result {
+            Err(e) => {
+                *this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Ok(0) => {
+                *this.done = true;
+                Poll::Ready(None)
+            }
+            Ok(_) => Poll::Ready(Some(Ok(buf.freeze()))),
+        }
+    }
+}
+
+impl<R, S: BufferSource> std::fmt::Debug for ArenaReader<R, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArenaReader")
+            .field("chunk_size", &self.chunk_size)
+            .field("waiting", &self.acquire.wait.is_some())
+            .finish()
+    }
+}

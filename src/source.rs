@@ -1,0 +1,119 @@
+//! [`BufferSource`]: where the I/O adapters get their buffers.
+//!
+//! The codecs, the `AsyncRead` adapter and the tower layer are generic over
+//! it, so each connection class can use a [`FixedArena`], a [`BuddyArena`],
+//! or a type of your own (say, one that picks an arena by size).
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::{AllocError, BuddyAllocate, BuddyArena, Buffer, FixedAllocate, FixedArena};
+
+/// Hands out [`Buffer`]s of at least a given length, now or by waiting.
+///
+/// Implemented by [`FixedArena`] (any length up to its slot capacity) and
+/// [`BuddyArena`] (any length up to its total size). Implement it for your
+/// own type to route requests between arenas; the adapters only need these
+/// three methods.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use arenabuf::{BufferSource, FixedArena};
+///
+/// let arena = FixedArena::builder(NonZeroUsize::new(4).unwrap(), NonZeroUsize::new(1024).unwrap())
+///     .build()?;
+/// fn frame_buffer<S: BufferSource>(source: &S, len: usize) -> Option<arenabuf::Buffer> {
+///     source.try_allocate(NonZeroUsize::new(len)?).ok()
+/// }
+/// assert_eq!(frame_buffer(&arena, 100).unwrap().capacity(), 1024);
+/// assert!(frame_buffer(&arena, 4096).is_none()); // RequestTooLarge: never fits a slot
+/// assert_eq!(arena.max_len(), 1024);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait BufferSource: Clone + Send + Sync + 'static {
+    /// The future of [`allocate_wait`](BufferSource::allocate_wait).
+    type Wait: Future<Output = Result<Buffer, AllocError>> + Send + Unpin + 'static;
+
+    /// The longest buffer this source can ever hand out. Requests above it
+    /// fail with [`AllocError::RequestTooLarge`], now and forever.
+    fn max_len(&self) -> usize;
+
+    /// A buffer of at least `len` bytes, now.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::ArenaFull`] when none is free now;
+    /// [`AllocError::RequestTooLarge`] when `len > max_len()`.
+    fn try_allocate(&self, len: NonZeroUsize) -> Result<Buffer, AllocError>;
+
+    /// Waits for a buffer of at least `len` bytes. Resolves at once with
+    /// [`AllocError::RequestTooLarge`] if it can never fit; otherwise waits
+    /// (fairly, and cancellation-safe) until it can be served.
+    fn allocate_wait(&self, len: NonZeroUsize) -> Self::Wait;
+
+    /// Notes that a caller fell back to heap memory because this source was
+    /// full (for its metrics); does nothing by default.
+    fn note_spill(&self) {}
+}
+
+impl BufferSource for FixedArena {
+    type Wait = FixedWait;
+
+    fn max_len(&self) -> usize {
+        self.slot_capacity()
+    }
+
+    fn try_allocate(&self, len: NonZeroUsize) -> Result<Buffer, AllocError> {
+        self.check_len(len.get())?;
+        self.allocate()
+    }
+
+    fn allocate_wait(&self, len: NonZeroUsize) -> FixedWait {
+        FixedWait(match self.check_len(len.get()) {
+            Ok(()) => Ok(FixedAllocate::owned(self.clone())),
+            Err(e) => Err(Some(e)),
+        })
+    }
+
+    fn note_spill(&self) {
+        self.count_spill();
+    }
+}
+
+/// The [`BufferSource::Wait`] future of a [`FixedArena`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct FixedWait(Result<FixedAllocate<'static>, Option<AllocError>>);
+
+impl Future for FixedWait {
+    type Output = Result<Buffer, AllocError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Ok(wait) => Pin::new(wait).poll(cx).map(Ok),
+            Err(e) => Poll::Ready(Err(e.take().expect("FixedWait polled after completion"))),
+        }
+    }
+}
+
+impl BufferSource for BuddyArena {
+    type Wait = BuddyAllocate<'static>;
+
+    fn max_len(&self) -> usize {
+        self.total_size()
+    }
+
+    fn try_allocate(&self, len: NonZeroUsize) -> Result<Buffer, AllocError> {
+        self.allocate(len)
+    }
+
+    fn allocate_wait(&self, len: NonZeroUsize) -> BuddyAllocate<'static> {
+        BuddyAllocate::owned(self.clone(), len)
+    }
+
+    fn note_spill(&self) {
+        self.count_spill();
+    }
+}
