@@ -488,6 +488,7 @@ impl BuddyArena {
     }
 
     /// Counts a fall-back to heap memory in `spill_count`.
+    #[cfg(feature = "async-alloc")]
     pub(crate) fn count_spill(&self) {
         self.inner().spills.fetch_add(1, Ordering::Relaxed);
     }

@@ -145,6 +145,7 @@ impl Buffer {
 
     /// A heap buffer of `capacity` bytes, for when an arena has no room and
     /// the caller chose to spill rather than fail. Starts out spilled.
+    #[cfg(feature = "codec")]
     pub(crate) fn heap(capacity: usize) -> Self {
         Self {
             repr: Repr::Heap(BytesMut::with_capacity(capacity)),

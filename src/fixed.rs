@@ -448,6 +448,7 @@ impl FixedArena {
     }
 
     /// Fails with `RequestTooLarge` if `len` bytes can never fit a slot.
+    #[cfg(feature = "async-alloc")]
     pub(crate) fn check_len(&self, len: usize) -> Result<(), AllocError> {
         let max = self.inner().slot_capacity;
         if len > max {
@@ -460,6 +461,7 @@ impl FixedArena {
     }
 
     /// Counts a fall-back to heap memory in `spill_count`.
+    #[cfg(feature = "async-alloc")]
     pub(crate) fn count_spill(&self) {
         self.inner().spills.fetch_add(1, Ordering::Relaxed);
     }
