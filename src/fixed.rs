@@ -110,8 +110,23 @@ impl FixedInner {
     }
 
     /// Claims a free slot, returning its word and bit.
+    ///
+    /// The fast path (a free bit in the word this thread used last) is
+    /// small enough to inline into the caller; the search is out of line.
     #[inline]
     fn claim(&self, key: usize) -> Option<(usize, u32)> {
+        if let Some(w) = sync::last_word(key, self.words.len()) {
+            if let Some(bit) = claim_in_word(&self.words[w].0) {
+                return Some((w, bit));
+            }
+        }
+        self.claim_search(key)
+    }
+
+    /// Searches every word, twice, starting at this thread's hint.
+    #[cold]
+    #[inline(never)]
+    fn claim_search(&self, key: usize) -> Option<(usize, u32)> {
         let n = self.words.len();
         let start = sync::word_hint(key, n);
         for _pass in 0..2 {

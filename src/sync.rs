@@ -47,19 +47,23 @@ pub(crate) fn thread_index() -> usize {
     })
 }
 
+/// The bitmap word of arena `key` (one of `words` words) this thread last
+/// claimed from, if it remembers one.
+#[cfg(not(arenabuf_loom))]
+#[inline]
+pub(crate) fn last_word(key: usize, words: usize) -> Option<usize> {
+    let (k, w) = LAST_WORD.with(std::cell::Cell::get);
+    (k == key && w < words).then_some(w)
+}
+
 /// Where this thread should start searching the bitmap of the arena `key`
 /// (one of `words` words): the word it last claimed from in that arena, or a
 /// per-thread spread-out word. Only a starting point; searches cover every
 /// word.
 #[cfg(not(arenabuf_loom))]
-#[inline]
 pub(crate) fn word_hint(key: usize, words: usize) -> usize {
-    let (k, w) = LAST_WORD.with(std::cell::Cell::get);
-    if k == key && w < words {
-        w
-    } else {
-        ((thread_index() as u128 * words as u128) >> usize::BITS) as usize
-    }
+    last_word(key, words)
+        .unwrap_or(((thread_index() as u128 * words as u128) >> usize::BITS) as usize)
 }
 
 /// Remembers that this thread last claimed from word `word` of arena `key`.
@@ -80,6 +84,10 @@ thread_local! {
 #[cfg(arenabuf_loom)]
 pub(crate) fn thread_index() -> usize {
     0
+}
+#[cfg(arenabuf_loom)]
+pub(crate) fn last_word(_key: usize, _words: usize) -> Option<usize> {
+    None
 }
 #[cfg(arenabuf_loom)]
 pub(crate) fn word_hint(_key: usize, _words: usize) -> usize {
