@@ -249,7 +249,7 @@ impl LengthDelimitedBuilder {
             adjustment: self.adjustment,
             num_skip: self.num_skip.unwrap_or(head),
             big_endian: self.big_endian,
-            max_frame_len: self.max_frame_len,
+            max_frame_len: capped_max(self.max_frame_len, self.field_len, self.adjustment),
         })
     }
 
@@ -269,6 +269,18 @@ impl LengthDelimitedBuilder {
             state: State::Head,
         })
     }
+}
+
+/// The maximum frame length as tokio_util's builder applies it: no larger
+/// than the largest value the length field can hold, plus the adjustment
+/// (so both codecs reject the same headers and refuse the same frames).
+fn capped_max(max: usize, field_len: usize, adjustment: isize) -> usize {
+    let field_max = match 1u64.checked_shl(8 * field_len as u32) {
+        Some(shl) => shl - 1,
+        None => u64::MAX,
+    };
+    let allowed = field_max.saturating_add_signed(adjustment as i64);
+    max.min(usize::try_from(allowed).unwrap_or(usize::MAX))
 }
 
 #[derive(Debug)]
@@ -333,6 +345,18 @@ impl<S: BufferSource> ArenaLengthDelimitedCodec<S> {
     pub fn source(&self) -> &S {
         &self.source
     }
+
+    /// The largest length field accepted (after tokio_util's capping to
+    /// what the length field can express).
+    pub fn max_frame_length(&self) -> usize {
+        self.layout.max_frame_len
+    }
+
+    /// Changes the maximum frame length, as tokio_util's
+    /// `LengthDelimitedCodec::set_max_frame_length` (capped the same way).
+    pub fn set_max_frame_length(&mut self, max: usize) {
+        self.layout.max_frame_len = capped_max(max, self.layout.field_len, self.layout.adjustment);
+    }
 }
 
 impl<S: BufferSource> Decoder for ArenaLengthDelimitedCodec<S> {
@@ -343,9 +367,9 @@ impl<S: BufferSource> Decoder for ArenaLengthDelimitedCodec<S> {
         loop {
             match &mut self.state {
                 State::Head => {
-                    let need = self.layout.header_len();
-                    if src.len() < need {
-                        src.reserve(need - src.len());
+                    // No `reserve` here: `FramedRead` grows its buffer as
+                    // it reads, and a huge `num_skip` must not allocate.
+                    if src.len() < self.layout.header_len() {
                         return Ok(None);
                     }
                     let (skip, n) = self.layout.parse(src)?;
