@@ -1,0 +1,255 @@
+//! What the report knows about the project's benches: the groups, which
+//! implementation is ours and which are baselines, and the targets of the
+//! issues, as data. Edit here when a bench or a target changes; never edit
+//! the generated `docs/benchmarks.md`.
+
+/// How a group's results are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Time per operation: the ratio is ours / baseline time, lower is better.
+    Time,
+    /// Throughput: the ratio is ours / baseline throughput (baseline time /
+    /// ours time), higher is better.
+    Throughput,
+}
+
+/// A criterion group of the project.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSpec {
+    /// The criterion group name (first part of the benchmark IDs).
+    pub name: &'static str,
+    /// The issue whose targets it measures.
+    pub issue: u32,
+    /// The bench file and the command that runs it.
+    pub bench: &'static str,
+    /// One sentence on what an iteration does.
+    pub about: &'static str,
+    /// How ratios are shown.
+    pub metric: Metric,
+    /// The ratios shown: (ours, baseline) pairs of implementation names.
+    pub pairs: &'static [(&'static str, &'static str)],
+}
+
+/// `cargo bench` for the allocator groups.
+const ALLOCATOR: &str = "cargo bench --bench allocator -- --noplot";
+/// `cargo bench` for the async groups.
+const ASYNC: &str = "cargo bench --bench async_alloc --features async-alloc -- --noplot";
+/// `cargo bench` for the tokio I/O groups.
+const IO: &str = "cargo bench --bench io --features io -- --noplot";
+/// `cargo bench` for the tower layer groups.
+const HTTP: &str = "cargo bench --bench http_body --features tower -- --noplot";
+
+/// The commands that produce every result, in order, then the report itself.
+pub const REGENERATE: &[&str] = &[ALLOCATOR, ASYNC, IO, HTTP, "cargo run -p bench-report"];
+
+/// The project's groups, in report order. Groups found in the results but
+/// not listed here are reported too, after these, comparing every
+/// `arenabuf*` implementation with every other one.
+pub const GROUPS: &[GroupSpec] = &[
+    GroupSpec {
+        name: "fixed_roundtrip",
+        issue: 2,
+        bench: ALLOCATOR,
+        about: "65 536 slots of 4096 B: allocate, write the parameter's bytes, freeze, drop, on one thread.",
+        metric: Metric::Time,
+        pairs: &[("arenabuf", "bytesmut"), ("arenabuf", "arena_alligator")],
+    },
+    GroupSpec {
+        name: "buddy_roundtrip",
+        issue: 2,
+        bench: ALLOCATOR,
+        about: "64 MiB buddy arena, 256 B minimum block: allocate exactly the write size, write, freeze, drop. \
+                `arenabuf_fixed` is our fixed arena (16 KiB slots) doing the same writes.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf", "arenabuf_fixed"),
+            ("arenabuf", "bytesmut"),
+            ("arenabuf", "arena_alligator"),
+        ],
+    },
+    GroupSpec {
+        name: "fixed_contention",
+        issue: 2,
+        bench: ALLOCATOR,
+        about: "`tN_heldP`: N threads each allocate a 4096 B slot, write 256 B, freeze and drop, with P% of the \
+                65 536 slots held live throughout. Throughput is operations per second across all threads.",
+        metric: Metric::Throughput,
+        pairs: &[("arenabuf", "bytesmut"), ("arenabuf", "arena_alligator")],
+    },
+    GroupSpec {
+        name: "buddy_contention",
+        issue: 2,
+        bench: ALLOCATOR,
+        about: "`tN_heldP`: N threads each allocate a 4096 B block of a 64 MiB buddy arena, write 256 B, freeze \
+                and drop, with P% of the arena held live. Throughput is operations per second across all threads.",
+        metric: Metric::Throughput,
+        pairs: &[("arenabuf", "bytesmut"), ("arenabuf", "arena_alligator")],
+    },
+    GroupSpec {
+        name: "auto_spill",
+        issue: 2,
+        bench: ALLOCATOR,
+        about: "4096 B slots with auto-spill; an 8192 B write spills to the heap before freeze.",
+        metric: Metric::Time,
+        pairs: &[("arenabuf", "bytesmut"), ("arenabuf", "arena_alligator")],
+    },
+    GroupSpec {
+        name: "async_uncontended",
+        issue: 3,
+        bench: ASYNC,
+        about: "One task on a current-thread runtime: `allocate_async().await` (or the sync `allocate()`), \
+                write 256 B, freeze, drop; the baseline is a `Semaphore` + `Mutex<Vec<BytesMut>>` pool round trip.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf_async", "arenabuf_sync"),
+            ("arenabuf_async", "semaphore_pool"),
+        ],
+    },
+    GroupSpec {
+        name: "async_contended",
+        issue: 3,
+        bench: ASYNC,
+        about: "`tT_wW_sS`: T tasks on W worker threads share S slots; each round allocates, writes 256 B, yields \
+                while holding the buffer, freezes and drops. Throughput is rounds per second.",
+        metric: Metric::Throughput,
+        pairs: &[("arenabuf_async", "semaphore_pool")],
+    },
+];
+
+/// The spec of `group`, if it is one of the project's known groups.
+pub fn group_spec(group: &str) -> Option<&'static GroupSpec> {
+    GROUPS.iter().find(|g| g.name == group)
+}
+
+/// Which parameters of a group a target applies to.
+#[derive(Debug, Clone, Copy)]
+pub enum Params {
+    /// Exactly these parameters.
+    Exact(&'static [&'static str]),
+    /// Every parameter starting with one of these prefixes (`"t2_"`).
+    Prefix(&'static [&'static str]),
+    /// Every parameter measured for both implementations.
+    All,
+}
+
+impl Params {
+    /// Whether `param` is covered.
+    pub fn matches(&self, param: &str) -> bool {
+        match self {
+            Params::Exact(list) => list.contains(&param),
+            Params::Prefix(list) => list.iter().any(|p| param.starts_with(p)),
+            Params::All => true,
+        }
+    }
+}
+
+/// The condition a target sets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    /// ours time / baseline time must be at most this.
+    TimeRatioAtMost(f64),
+    /// ours throughput / baseline throughput must be at least this.
+    ThroughputRatioAtLeast(f64),
+    /// ours heap allocations / baseline heap allocations (per iteration,
+    /// same work) must be at most this.
+    AllocRatioAtMost(f64),
+    /// ours heap allocations per iteration must be at most this (the
+    /// baseline's are shown beside it).
+    AllocsAtMost(f64),
+}
+
+/// A performance target from an issue.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// The issue that sets it.
+    pub issue: u32,
+    /// The group that measures it.
+    pub group: &'static str,
+    /// Our implementation.
+    pub ours: &'static str,
+    /// The baseline.
+    pub baseline: &'static str,
+    /// The parameters it applies to; each one is checked on its own.
+    pub params: Params,
+    /// The condition.
+    pub bound: Bound,
+}
+
+/// The issues' targets. They are targets: a miss is reported with its size,
+/// never hidden by loosening the bound here.
+pub const TARGETS: &[Target] = &[
+    // Issue 2: the allocator core.
+    Target {
+        issue: 2,
+        group: "fixed_roundtrip",
+        ours: "arenabuf",
+        baseline: "bytesmut",
+        params: Params::Exact(&["256", "1024"]),
+        bound: Bound::TimeRatioAtMost(0.7),
+    },
+    Target {
+        issue: 2,
+        group: "fixed_roundtrip",
+        ours: "arenabuf",
+        baseline: "bytesmut",
+        params: Params::Exact(&["4096"]),
+        bound: Bound::TimeRatioAtMost(0.9),
+    },
+    Target {
+        issue: 2,
+        group: "fixed_roundtrip",
+        ours: "arenabuf",
+        baseline: "arena_alligator",
+        params: Params::Exact(&["256", "1024", "4096"]),
+        bound: Bound::TimeRatioAtMost(0.5),
+    },
+    Target {
+        issue: 2,
+        group: "buddy_roundtrip",
+        ours: "arenabuf",
+        baseline: "arenabuf_fixed",
+        params: Params::Exact(&["256", "1024", "4096", "16384"]),
+        bound: Bound::TimeRatioAtMost(1.5),
+    },
+    Target {
+        issue: 2,
+        group: "buddy_roundtrip",
+        ours: "arenabuf",
+        baseline: "arena_alligator",
+        params: Params::Exact(&["256"]),
+        bound: Bound::TimeRatioAtMost(0.1),
+    },
+    Target {
+        issue: 2,
+        group: "fixed_contention",
+        ours: "arenabuf",
+        baseline: "arena_alligator",
+        params: Params::Prefix(&["t2_", "t8_"]),
+        bound: Bound::ThroughputRatioAtLeast(2.0),
+    },
+    Target {
+        issue: 2,
+        group: "buddy_contention",
+        ours: "arenabuf",
+        baseline: "arena_alligator",
+        params: Params::Prefix(&["t2_", "t8_"]),
+        bound: Bound::ThroughputRatioAtLeast(2.0),
+    },
+    // Issue 3: async allocation.
+    Target {
+        issue: 3,
+        group: "async_uncontended",
+        ours: "arenabuf_async",
+        baseline: "arenabuf_sync",
+        params: Params::All,
+        bound: Bound::TimeRatioAtMost(1.2),
+    },
+    Target {
+        issue: 3,
+        group: "async_contended",
+        ours: "arenabuf_async",
+        baseline: "semaphore_pool",
+        params: Params::Exact(&["t64_w2_s8"]),
+        bound: Bound::ThroughputRatioAtLeast(1.5),
+    },
+];
