@@ -220,12 +220,12 @@ fn claim_in_word(word: &AtomicU64) -> Option<u32> {
         let bit = free.trailing_zeros();
         let mask = 1u64 << bit;
         // Acquire: the previous holder's writes to the slot (and its release
-        // counter) happen before ours.
-        let prev = word.fetch_or(mask, Ordering::Acquire);
-        if prev & mask == 0 {
+        // counter) happen before ours. Only our bit of the old value is
+        // used, so this compiles to one `lock bts` rather than a CAS loop.
+        if word.fetch_or(mask, Ordering::Acquire) & mask == 0 {
             return Some(bit);
         }
-        current = prev;
+        current = word.load(Ordering::Relaxed);
     }
 }
 
