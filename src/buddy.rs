@@ -867,6 +867,101 @@ mod tests {
         drop(live); // closed slot: goes to the lists, frees the arena
     }
 
+    /// Threads allocate blocks of mixed sizes (splitting and coalescing,
+    /// through the caches and the lists), write, freeze and send them to
+    /// a third thread while the last handle drops: under miri, the
+    /// data-race detector checks the park/take and lock orderings against
+    /// the block bytes, and the leak checker checks the teardown.
+    #[test]
+    fn threads_split_and_merge_and_drop_the_arena_midway() {
+        use bytes::BufMut;
+
+        let rounds: u8 = if cfg!(miri) { 12 } else { 200 };
+        let arena = arena(128, 16);
+        let (tx, rx) = std::sync::mpsc::channel::<(u8, bytes::Bytes)>();
+        let checker = std::thread::spawn(move || {
+            let mut last = None;
+            for (tag, bytes) in rx {
+                assert!(bytes.iter().all(|&b| b == tag));
+                last = Some(bytes); // drops the one before
+            }
+            last
+        });
+        let workers: Vec<_> = (0..2u8)
+            .map(|id| {
+                let (arena, tx) = (arena.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    for r in 0..rounds {
+                        let tag = id.wrapping_mul(100).wrapping_add(r);
+                        let len = 16 << ((r as usize + id as usize) % 3);
+                        match arena.allocate(nz(len)) {
+                            Ok(mut buf) => {
+                                buf.put_bytes(tag, len);
+                                let bytes = buf.freeze();
+                                if r % 2 == 0 {
+                                    tx.send((tag, bytes)).unwrap();
+                                } else {
+                                    assert!(bytes.iter().all(|&b| b == tag));
+                                }
+                            }
+                            Err(AllocError::ArenaFull) => std::thread::yield_now(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for w in workers {
+            w.join().unwrap();
+        }
+        let last = checker.join().unwrap().expect("round 0 always fits");
+        assert_eq!(arena.metrics().live_bytes, last.len());
+        drop(last);
+        let m = arena.metrics();
+        assert_eq!((m.live_bytes, m.largest_free_block), (0, 128));
+        let whole = arena.allocate(nz(128)).unwrap();
+        drop(arena);
+        drop(whole); // the last lease frees the arena
+    }
+
+    #[cfg(feature = "async-alloc")]
+    #[test]
+    fn block_handed_to_a_waiter_and_cancelled_grant() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        use bytes::BufMut;
+
+        let arena = arena(64, 16);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut held = arena.allocate(nz(64)).unwrap();
+        held.put_bytes(7, 64);
+        let mut first = Box::pin(arena.allocate_async(nz(32)));
+        let mut second = Box::pin(arena.allocate_async(nz(32)));
+        let mut third = Box::pin(arena.allocate_async(nz(64)));
+        for fut in [&mut first, &mut second] {
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(third.as_mut().poll(&mut cx).is_pending());
+        drop(held.freeze()); // split: one half to each of the first two
+        drop(first); // its grant goes back to the lists, unmerged: `second` holds the buddy
+        let Poll::Ready(Ok(mut buf)) = second.as_mut().poll(&mut cx) else {
+            panic!("the second waiter is served");
+        };
+        assert!(buf.is_empty());
+        buf.put_slice(b"half");
+        assert!(third.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(buf.freeze(), "half"); // dropped: the halves merge
+        let Poll::Ready(Ok(whole)) = third.as_mut().poll(&mut cx) else {
+            panic!("the merged block goes to the third waiter");
+        };
+        assert_eq!((whole.capacity(), whole.len()), (64, 0));
+        drop((second, third));
+        drop(arena);
+        drop(whole); // the last lease frees the arena
+    }
+
     #[test]
     fn bad_geometry_is_a_build_error() {
         let err = BuddyArena::builder(nz(1024), nz(24)).build().unwrap_err();

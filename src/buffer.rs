@@ -524,6 +524,57 @@ mod tests {
         }
     }
 
+    /// Hand-over to an async waiter never goes through the free pool: the
+    /// waiter's buffer must still show only what it wrote itself, and with
+    /// `zero_on_release` its spare capacity must be zero.
+    #[cfg(feature = "async-alloc")]
+    #[test]
+    fn hand_over_to_a_waiter_shows_no_previous_bytes() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let mut cx = Context::from_waker(Waker::noop());
+        for zero in [false, true] {
+            let mut fixed = FixedArena::builder(nz(1), nz(32)).auto_spill();
+            let mut buddy = BuddyArena::builder(nz(32), nz(16)).auto_spill();
+            if zero {
+                (fixed, buddy) = (fixed.zero_on_release(), buddy.zero_on_release());
+            }
+            let (fixed, buddy) = (fixed.build().unwrap(), buddy.build().unwrap());
+
+            let mut held = fixed.allocate().unwrap();
+            held.put_slice(b"secret-secret-secret-secret-1234");
+            let mut waiter = Box::pin(fixed.allocate_async());
+            assert!(waiter.as_mut().poll(&mut cx).is_pending());
+            drop(held.freeze().slice(3..9)); // the last reference hands over
+            let Poll::Ready(got) = waiter.as_mut().poll(&mut cx) else {
+                panic!("the slot is handed to the waiter");
+            };
+
+            let mut held = buddy.allocate(nz(32)).unwrap();
+            held.put_slice(b"secret-secret-secret-secret-1234");
+            let mut waiter = Box::pin(buddy.allocate_async(nz(16)));
+            assert!(waiter.as_mut().poll(&mut cx).is_pending());
+            drop(held);
+            let Poll::Ready(Ok(got_buddy)) = waiter.as_mut().poll(&mut cx) else {
+                panic!("half the block is handed to the waiter");
+            };
+
+            for mut buf in [got, got_buddy] {
+                assert!(buf.is_empty() && buf[..].is_empty());
+                if zero {
+                    assert!(spare_bytes(&mut buf).iter().all(|&b| b == 0));
+                }
+                buf.put_slice(b"hi");
+                assert_eq!(&buf[..], b"hi");
+                buf.put_slice(&[b'x'; 40]); // spills: only written bytes move
+                assert_eq!(buf.len(), 42);
+                assert!(!buf.windows(6).any(|w| w == b"secret"));
+                assert!(!buf.freeze().windows(6).any(|w| w == b"secret"));
+            }
+        }
+    }
+
     #[test]
     fn zero_on_release_clears_memory_for_the_next_holder() {
         let fixed = FixedArena::builder(nz(1), nz(16))
