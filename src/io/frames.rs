@@ -7,11 +7,16 @@
 //! is the only thing copied: its head moves into the next chunk. A frame
 //! longer than a chunk gets a buffer of its own size (where the source
 //! allows; otherwise the stream fails with `InvalidData`).
+//!
+//! While the reader waits for a buffer (the source is full), the head of a
+//! cut-off frame is kept on the heap rather than in its chunk, so a waiting
+//! reader pins no arena memory: many readers sharing one small arena cannot
+//! each hold a chunk while waiting for another.
 
 use std::io;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
 use futures_core::Stream;
@@ -19,8 +24,8 @@ use pin_project_lite::pin_project;
 use tokio::io::AsyncRead;
 
 use super::{Acquire, poll_read_into};
-use crate::codec::{LengthDelimited, bytes_remaining};
-use crate::{Buffer, BufferSource};
+use crate::codec::{LengthDelimited, alloc_error, bytes_remaining};
+use crate::{AllocError, Buffer, BufferSource};
 
 /// How a byte stream is cut into frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +49,9 @@ enum Step {
         end: usize,
         next: usize,
     },
-    /// No complete frame; it needs at least `need` bytes in all.
-    Incomplete { need: usize },
+    /// No complete frame: the next buffer should hold `want` bytes in all
+    /// (capped at what the source can hand out) and must hold `need`.
+    Incomplete { want: usize, need: usize },
 }
 
 impl Framing {
@@ -76,12 +82,30 @@ impl Framing {
         })
     }
 
+    /// [`step`](Self::step), with a frame that needs more than `max_len`
+    /// bytes (the most the source can ever hand out) an error at once,
+    /// before any wait for more input or for memory.
+    fn step_within(&self, data: &[u8], max_len: usize) -> io::Result<Step> {
+        match self.step(data)? {
+            Step::Incomplete { need, .. } if need > max_len => {
+                Err(alloc_error(AllocError::RequestTooLarge {
+                    requested: need,
+                    max: max_len,
+                }))
+            }
+            step => Ok(step),
+        }
+    }
+
     fn step(&self, data: &[u8]) -> io::Result<Step> {
         match self.0 {
             Kind::LengthDelimited(layout) => {
                 let head = layout.header_len();
                 if data.len() < head {
-                    return Ok(Step::Incomplete { need: head });
+                    return Ok(Step::Incomplete {
+                        want: head,
+                        need: head,
+                    });
                 }
                 let (skip, n) = layout.parse(data)?;
                 let total = skip.checked_add(n).ok_or_else(|| {
@@ -94,7 +118,10 @@ impl Framing {
                         next: total,
                     }
                 } else {
-                    Step::Incomplete { need: total }
+                    Step::Incomplete {
+                        want: total,
+                        need: total,
+                    }
                 })
             }
             Kind::Delimiter {
@@ -120,10 +147,14 @@ impl Framing {
                         io::ErrorKind::InvalidData,
                         format!("frame longer than the maximum of {max_length} bytes"),
                     )),
+                    // The line's length is unknown: room for twice what has
+                    // arrived, but only one more byte is a must.
                     None => Ok(Step::Incomplete {
-                        need: (data.len() + 1)
-                            .max(data.len().saturating_mul(2))
-                            .min(max_length + 1),
+                        want: data
+                            .len()
+                            .saturating_mul(2)
+                            .min(max_length.saturating_add(1)),
+                        need: data.len() + 1,
                     }),
                 }
             }
@@ -170,8 +201,12 @@ pin_project! {
         buf: Option<Buffer>,
         // The frozen rest of the last chunk, frames still to be cut from it.
         ready: Bytes,
-        // Bytes the next buffer must hold (the frame cut off in `ready`).
+        // Bytes the next buffer should and must hold (the frame cut off in
+        // `ready`); `need == 0`: nothing cut off.
+        want: usize,
         need: usize,
+        // `ready` was moved to the heap while waiting for a buffer.
+        parked: bool,
         eof: bool,
         done: bool,
     }
@@ -187,7 +222,9 @@ impl<R: AsyncRead, S: BufferSource> Frames<R, S> {
             acquire: Acquire::new(),
             buf: None,
             ready: Bytes::new(),
+            want: 0,
             need: 0,
+            parked: false,
             eof: false,
             done: false,
         }
@@ -207,21 +244,27 @@ impl<R: AsyncRead, S: BufferSource> Stream for Frames<R, S> {
         if *this.done {
             return Poll::Ready(None);
         }
-        let fail = |done: &mut bool, e: io::Error| {
+        // An error ends the stream and gives back what it holds at once.
+        let fail = |done: &mut bool, buf: &mut Option<Buffer>, ready: &mut Bytes, e| {
             *done = true;
+            *buf = None;
+            *ready = Bytes::new();
             Poll::Ready(Some(Err(e)))
         };
         loop {
             // 1. Cut the next frame from the frozen chunk.
             if !this.ready.is_empty() && *this.need == 0 {
-                match this.framing.step(this.ready) {
+                match this.framing.step_within(this.ready, this.source.max_len()) {
                     Ok(Step::Frame { start, end, next }) => {
                         let frame = this.ready.slice(start..end);
                         this.ready.advance(next);
                         return Poll::Ready(Some(Ok(frame)));
                     }
-                    Ok(Step::Incomplete { need }) => *this.need = need,
-                    Err(e) => return fail(this.done, e),
+                    Ok(Step::Incomplete { want, need }) => {
+                        *this.want = want;
+                        *this.need = need;
+                    }
+                    Err(e) => return fail(this.done, this.buf, this.ready, e),
                 }
             }
             if *this.eof {
@@ -230,15 +273,33 @@ impl<R: AsyncRead, S: BufferSource> Stream for Frames<R, S> {
             }
             // 2. A buffer to read into, holding the cut-off frame's head.
             if this.buf.is_none() {
-                let len = this.chunk_size.get().max(*this.need);
+                let len = this
+                    .chunk_size
+                    .get()
+                    .max(*this.want)
+                    .min(this.source.max_len())
+                    .max(*this.need);
                 let len = NonZeroUsize::new(len).expect("chunk size is non-zero");
                 // Backpressure: while no buffer is free, the socket is not read.
-                let mut buf = match ready!(this.acquire.poll_buffer(this.source, len, cx)) {
-                    Ok(buf) => buf,
-                    Err(e) => return fail(this.done, e),
+                let mut buf = match this.acquire.poll_buffer(this.source, len, cx) {
+                    Poll::Ready(Ok(buf)) => buf,
+                    Poll::Ready(Err(e)) => return fail(this.done, this.buf, this.ready, e),
+                    Poll::Pending => {
+                        // While waiting, the cut-off frame's head must not pin
+                        // its arena chunk: if every reader held one chunk so
+                        // and waited for another, none could ever get one.
+                        // Move it (less than one frame) to the heap, once.
+                        if !*this.parked && !this.ready.is_empty() {
+                            *this.ready = Bytes::copy_from_slice(this.ready);
+                            *this.parked = true;
+                        }
+                        return Poll::Pending;
+                    }
                 };
                 buf.put_slice(this.ready);
                 *this.ready = Bytes::new();
+                *this.parked = false;
+                *this.want = 0;
                 *this.need = 0;
                 *this.buf = Some(buf);
             }
@@ -256,13 +317,13 @@ impl<R: AsyncRead, S: BufferSource> Stream for Frames<R, S> {
                     *this.ready = this.buf.take().expect("set above").freeze();
                 }
                 Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return fail(this.done, e),
-                Poll::Pending => match this.framing.step(buf) {
+                Poll::Ready(Err(e)) => return fail(this.done, this.buf, this.ready, e),
+                Poll::Pending => match this.framing.step_within(buf, this.source.max_len()) {
                     Ok(Step::Frame { .. }) => {
                         *this.ready = this.buf.take().expect("set above").freeze();
                     }
                     Ok(Step::Incomplete { .. }) => return Poll::Pending,
-                    Err(e) => return fail(this.done, e),
+                    Err(e) => return fail(this.done, this.buf, this.ready, e),
                 },
             }
         }
