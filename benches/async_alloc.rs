@@ -22,6 +22,11 @@
 //!   more than two), freeze and drop. Measured with `iter_custom` as total
 //!   wall time from the first spawn to the last join; throughput is
 //!   operations.
+//!
+//! Environment: `ARENA_BENCH_EXTREME=1` adds an oversubscribed point to
+//! `async_contended`: the same 64 tasks and 8 slots on
+//! `ARENA_BENCH_EXTREME_THREADS` worker threads (default 40), parameter
+//! `t64_w<threads>_s8`.
 
 use std::hint::black_box;
 use std::num::NonZeroUsize;
@@ -44,6 +49,7 @@ const BUDDY_MIN_BLOCK: usize = 256;
 /// Contended geometry.
 const TASKS: usize = 64;
 const WORKERS: usize = 2;
+const DEFAULT_EXTREME_THREADS: usize = 40;
 const SHARED_SLOTS: usize = 8;
 const ROUNDS: usize = 200;
 
@@ -203,9 +209,26 @@ fn async_uncontended(c: &mut Criterion) {
     group.finish();
 }
 
-fn multi_thread() -> Runtime {
+/// Worker thread counts for `async_contended`: `WORKERS`, plus the extreme
+/// count when `ARENA_BENCH_EXTREME=1` (as in `benches/allocator.rs`).
+fn worker_counts() -> Vec<usize> {
+    let mut counts = vec![WORKERS];
+    if std::env::var("ARENA_BENCH_EXTREME").is_ok_and(|v| v == "1") {
+        let extreme = std::env::var("ARENA_BENCH_EXTREME_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_EXTREME_THREADS);
+        counts.push(extreme);
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    counts
+}
+
+fn multi_thread(workers: usize) -> Runtime {
     Builder::new_multi_thread()
-        .worker_threads(WORKERS)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("multi-thread runtime")
@@ -243,33 +266,35 @@ where
 }
 
 fn async_contended(c: &mut Criterion) {
-    let rt = multi_thread();
     let mut group = c.benchmark_group("async_contended");
     group.throughput(Throughput::Elements((TASKS * ROUNDS) as u64));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(6));
-    let param = format!("t{TASKS}_w{WORKERS}_s{SHARED_SLOTS}");
+    for workers in worker_counts() {
+        let rt = multi_thread(workers);
+        let param = format!("t{TASKS}_w{workers}_s{SHARED_SLOTS}");
 
-    let arena = Arc::new(fixed(SHARED_SLOTS));
-    group.bench_function(BenchmarkId::new("arenabuf_async", &param), |b| {
-        b.iter_custom(|iters| {
-            contended(&rt, &arena, iters, |arena: Arc<FixedArena>| async move {
-                fixed_async_roundtrip(&arena, true).await;
-            })
+        let arena = Arc::new(fixed(SHARED_SLOTS));
+        group.bench_function(BenchmarkId::new("arenabuf_async", &param), |b| {
+            b.iter_custom(|iters| {
+                contended(&rt, &arena, iters, |arena: Arc<FixedArena>| async move {
+                    fixed_async_roundtrip(&arena, true).await;
+                })
+            });
         });
-    });
-    let stats = arena.metrics();
-    assert_eq!(stats.live_slots, 0, "{stats:?}");
-    assert!(stats.wait_count > 0, "the slots were never contended");
+        let stats = arena.metrics();
+        assert_eq!(stats.live_slots, 0, "{stats:?}");
+        assert!(stats.wait_count > 0, "the slots were never contended");
 
-    let pool = Arc::new(SemaphorePool::new(SHARED_SLOTS, SLOT_CAPACITY));
-    group.bench_function(BenchmarkId::new("semaphore_pool", &param), |b| {
-        b.iter_custom(|iters| {
-            contended(&rt, &pool, iters, |pool: Arc<SemaphorePool>| async move {
-                pool.roundtrip(true).await;
-            })
+        let pool = Arc::new(SemaphorePool::new(SHARED_SLOTS, SLOT_CAPACITY));
+        group.bench_function(BenchmarkId::new("semaphore_pool", &param), |b| {
+            b.iter_custom(|iters| {
+                contended(&rt, &pool, iters, |pool: Arc<SemaphorePool>| async move {
+                    pool.roundtrip(true).await;
+                })
+            });
         });
-    });
+    }
     group.finish();
 }
 

@@ -14,10 +14,11 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Criterion's output directory, holding <group>/<implementation>/<parameter>/new/estimates.json
+    /// Criterion's output directory, holding <group>/<implementation>/<parameter>/new/estimates.json.
+    /// Repeat it to merge several (a benchmark found in more than one: the newest result wins)
     /// [default: $CARGO_TARGET_DIR/criterion if that is set, else target/criterion in the workspace]
     #[arg(long)]
-    criterion_dir: Option<PathBuf>,
+    criterion_dir: Vec<PathBuf>,
     /// Where to write the markdown report [default: docs/benchmarks.md in the workspace]
     #[arg(long)]
     out: Option<PathBuf>,
@@ -58,10 +59,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let criterion_dir = args
-        .criterion_dir
-        .clone()
-        .unwrap_or_else(default_criterion_dir);
+    let dirs = if args.criterion_dir.is_empty() {
+        vec![default_criterion_dir()]
+    } else {
+        args.criterion_dir.clone()
+    };
     let docs = workspace().join("docs");
     let out = args
         .out
@@ -75,11 +77,14 @@ fn run(args: &Args) -> Result<(), String> {
         .notes
         .clone()
         .unwrap_or_else(|| docs.join("benchmarks-notes.md"));
-    let results = results::load(&criterion_dir).map_err(|e| e.to_string())?;
-    eprintln!("bench-report: reading {}", criterion_dir.display());
+    let mut results = results::Results::default();
+    for dir in &dirs {
+        eprintln!("bench-report: reading {}", dir.display());
+        results.merge(results::load(dir).map_err(|e| e.to_string())?);
+    }
     if results.measurements.is_empty() {
         eprintln!(
-            "bench-report: no criterion results there (every group will be reported as not run)"
+            "bench-report: no criterion results found (every group will be reported as not run)"
         );
     }
     for s in &results.skipped {

@@ -65,7 +65,7 @@ pub fn show_verdict(v: &Verdict) -> String {
         Verdict::Missed { by, .. } if by.is_finite() => format!("**missed** by {}", percent(*by)),
         Verdict::Missed { .. } => "**missed**".to_string(),
         Verdict::NotRun => "not run".to_string(),
-        Verdict::NotRecorded => "not recorded (the bench wrote no allocs.json)".to_string(),
+        Verdict::NotRecorded => "not recorded (no allocation counts in the results)".to_string(),
     }
 }
 
@@ -218,7 +218,8 @@ pub fn render(inp: &Inputs<'_>) -> String {
         "\nEvery ratio compares implementations measured in the same run of the same bench, one \
          after the other on the same machine, so it holds up on a noisy machine where absolute \
          times do not. Times are criterion's mean per iteration with the half-width of its 95% \
-         confidence interval. Our implementations are the `arenabuf*` ones; the rest are \
+         confidence interval (criterion's console prints its slope estimate instead, which \
+         can differ on a noisy run). Our implementations are the `arenabuf*` ones; the rest are \
          baselines: `bytesmut` (`BytesMut::with_capacity` + write + freeze + drop, what servers \
          do without a pool), `arena_alligator` (the `arena-alligator` crate, same geometry), \
          `semaphore_pool` (a `tokio::sync::Semaphore` in front of a `Mutex<Vec<BytesMut>>`), and \

@@ -7,10 +7,16 @@
 //! directory names, never in that file). `estimates.json` gives the mean
 //! time per iteration and its 95% confidence interval.
 //!
-//! A bench may also record heap allocations: an `allocs.json` file beside
-//! `new/` (`<group>/<implementation>/<parameter>/allocs.json`) holding
-//! `{"allocs_per_iter": <number>}`, the heap allocations of one iteration
-//! counted in the same run.
+//! A bench may also record heap allocations per iteration, counted in the
+//! same run, in either of two ways:
+//!
+//! - an `allocs.json` file beside `new/`
+//!   (`<group>/<implementation>/<parameter>/allocs.json`) holding
+//!   `{"allocs_per_iter": <number>}`;
+//! - a file `<criterion-dir>/<name>allocs.json` (such as `io_allocs.json`)
+//!   holding `{"cases": [{"id": "<group>/<implementation>/<parameter>",
+//!   "allocations": <number>}, ...]}` (`allocs_per_iter` is accepted for
+//!   `allocations`); other fields are ignored.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -194,6 +200,41 @@ struct AllocsJson {
     allocs_per_iter: f64,
 }
 
+#[derive(Deserialize)]
+struct AllocCases {
+    cases: Vec<AllocCase>,
+}
+
+#[derive(Deserialize)]
+struct AllocCase {
+    id: String,
+    #[serde(alias = "allocations")]
+    allocs_per_iter: f64,
+}
+
+/// Parses a `<name>allocs.json` file of cases: `(benchmark ID, heap
+/// allocations per iteration)` pairs.
+///
+/// # Errors
+///
+/// A description of what is malformed.
+pub fn parse_alloc_cases(text: &str) -> Result<Vec<(String, f64)>, String> {
+    let c: AllocCases = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    c.cases
+        .into_iter()
+        .map(|case| {
+            if case.allocs_per_iter.is_finite() && case.allocs_per_iter >= 0.0 {
+                Ok((case.id, case.allocs_per_iter))
+            } else {
+                Err(format!(
+                    "{}: {} allocations is not a non-negative number",
+                    case.id, case.allocs_per_iter
+                ))
+            }
+        })
+        .collect()
+}
+
 /// Parses one benchmark from the text of its `benchmark.json` and
 /// `estimates.json`.
 ///
@@ -326,6 +367,7 @@ pub fn load(dir: &Path) -> Result<Results, LoadError> {
             }
         }
     }
+    load_alloc_cases(dir, &mut results);
     results.measurements.sort_by(|a, b| {
         (&a.id.group, &a.id.implementation)
             .cmp(&(&b.id.group, &b.id.implementation))
@@ -333,6 +375,42 @@ pub fn load(dir: &Path) -> Result<Results, LoadError> {
     });
     results.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(results)
+}
+
+/// Applies every `<dir>/*allocs.json` case file to the measurements.
+fn load_alloc_cases(dir: &Path, results: &mut Results) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with("allocs.json"))
+        })
+        .collect();
+    files.sort();
+    for path in files {
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| parse_alloc_cases(&text));
+        match parsed {
+            Ok(cases) => {
+                for (id, allocs) in cases {
+                    if let Some(m) = results
+                        .measurements
+                        .iter_mut()
+                        .find(|m| m.id.to_string() == id)
+                    {
+                        m.allocs_per_iter = Some(allocs);
+                    }
+                }
+            }
+            Err(reason) => results.skipped.push(LoadError { path, reason }),
+        }
+    }
 }
 
 fn load_one(new_dir: &Path, results: &mut Results) {
@@ -376,6 +454,26 @@ fn load_one(new_dir: &Path, results: &mut Results) {
         }
     }
     results.measurements.push(m);
+}
+
+impl Results {
+    /// Adds `other`'s results; where both have the same benchmark, keeps
+    /// the one written last (a later run of that bench).
+    pub fn merge(&mut self, other: Results) {
+        for m in other.measurements {
+            match self.measurements.iter_mut().find(|x| x.id == m.id) {
+                Some(x) if x.modified >= m.modified => {}
+                Some(x) => *x = m,
+                None => self.measurements.push(m),
+            }
+        }
+        self.skipped.extend(other.skipped);
+        self.measurements.sort_by(|a, b| {
+            (&a.id.group, &a.id.implementation)
+                .cmp(&(&b.id.group, &b.id.implementation))
+                .then_with(|| natural_cmp(&a.id.parameter, &b.id.parameter))
+        });
+    }
 }
 
 /// Compares strings with runs of digits compared as numbers, so that

@@ -114,6 +114,33 @@ pub const GROUPS: &[GroupSpec] = &[
         metric: Metric::Throughput,
         pairs: &[("arenabuf_async", "semaphore_pool")],
     },
+    // Issue 4: `benches/io.rs`. Its heap allocation counts come from
+    // `io_allocs.json` (see `results`).
+    GroupSpec {
+        name: "io_frames",
+        issue: 4,
+        bench: IO,
+        about: "A 256 MiB in-memory stream of length-delimited frames of 64 B to 16 KiB, read in 64 KiB reads: \
+                `ArenaReader::frames` (`arenabuf_reader_frames`), the drop-in codec in `FramedRead` \
+                (`arenabuf_codec_framed_read`) and tokio_util's `FramedRead<_, LengthDelimitedCodec>` \
+                (`tokio_util_framed_read`); `drop`: each frame dropped at once, `hold1024`: the last 1024 frames \
+                held. Heap allocations are per pass over the stream.",
+        metric: Metric::Throughput,
+        pairs: &[
+            ("arenabuf_reader_frames", "tokio_util_framed_read"),
+            ("arenabuf_codec_framed_read", "tokio_util_framed_read"),
+        ],
+    },
+    GroupSpec {
+        name: "http_body",
+        issue: 5,
+        bench: HTTP,
+        about: "Request bodies of 4 KiB, 64 KiB and 1 MiB in 16 KiB chunks, with and without `Content-Length`: \
+                `ArenaBodyLayer` (`arena_layer`) vs `collect().await?.to_bytes()` behind tower-http's \
+                `RequestBodyLimitLayer` (`collect_limit`).",
+        metric: Metric::Throughput,
+        pairs: &[("arena_layer", "collect_limit")],
+    },
 ];
 
 /// The spec of `group`, if it is one of the project's known groups.
@@ -251,5 +278,55 @@ pub const TARGETS: &[Target] = &[
         baseline: "semaphore_pool",
         params: Params::Exact(&["t64_w2_s8"]),
         bound: Bound::ThroughputRatioAtLeast(1.5),
+    },
+    // Issue 4: tokio I/O.
+    Target {
+        issue: 4,
+        group: "io_frames",
+        ours: "arenabuf_reader_frames",
+        baseline: "tokio_util_framed_read",
+        params: Params::Exact(&["drop"]),
+        bound: Bound::ThroughputRatioAtLeast(1.0),
+    },
+    Target {
+        issue: 4,
+        group: "io_frames",
+        ours: "arenabuf_reader_frames",
+        baseline: "tokio_util_framed_read",
+        params: Params::Exact(&["hold1024"]),
+        bound: Bound::ThroughputRatioAtLeast(1.5),
+    },
+    Target {
+        issue: 4,
+        group: "io_frames",
+        ours: "arenabuf_reader_frames",
+        baseline: "tokio_util_framed_read",
+        params: Params::Exact(&["drop", "hold1024"]),
+        bound: Bound::AllocRatioAtMost(0.1),
+    },
+    Target {
+        issue: 4,
+        group: "io_frames",
+        ours: "arenabuf_codec_framed_read",
+        baseline: "tokio_util_framed_read",
+        params: Params::Exact(&["drop", "hold1024"]),
+        bound: Bound::ThroughputRatioAtLeast(0.7),
+    },
+    // Issue 5: the tower layer.
+    Target {
+        issue: 5,
+        group: "http_body",
+        ours: "arena_layer",
+        baseline: "collect_limit",
+        params: Params::All,
+        bound: Bound::ThroughputRatioAtLeast(1.0),
+    },
+    Target {
+        issue: 5,
+        group: "http_body",
+        ours: "arena_layer",
+        baseline: "collect_limit",
+        params: Params::All,
+        bound: Bound::AllocsAtMost(1.0),
     },
 ];

@@ -4,7 +4,7 @@
 //! Fixture means (ns): `fixed_roundtrip` 256: ours 30, bytesmut 50,
 //! arena_alligator 100; 1024: ours 40, bytesmut 50, no arena_alligator.
 //! `fixed_contention` (throughput): t1_held0 5 vs 6, t2_held0 10 vs 25,
-//! t2_held75 20 vs 30. `io_frames` (not a known group): arenabuf_reader
+//! t2_held75 20 vs 30. `frames_demo` (not a known group): arenabuf_reader
 //! 1 ms and 2 allocs/iter vs tokio_codec 1.5 ms and 40 allocs/iter. A
 //! `base/` directory holds a stale 999 ns that must be ignored, and
 //! `broken/` has a malformed estimates.json.
@@ -40,7 +40,7 @@ fn loads_new_results_and_reports_malformed_ones() {
     assert!(close(m.lower_ns, 30.0 * 0.98) && close(m.upper_ns, 30.0 * 1.02));
     assert!(m.modified.is_some());
     assert_eq!(
-        r.get("io_frames", "tokio_codec", "drop")
+        r.get("frames_demo", "tokio_codec", "drop")
             .unwrap()
             .allocs_per_iter,
         Some(40.0)
@@ -53,7 +53,7 @@ fn loads_new_results_and_reports_malformed_ones() {
     );
     assert_eq!(
         r.groups(),
-        ["fixed_contention", "fixed_roundtrip", "io_frames"]
+        ["fixed_contention", "fixed_roundtrip", "frames_demo"]
     );
     // Parameters come back in natural order.
     let params: Vec<&str> = r
@@ -102,7 +102,7 @@ fn known_and_unknown_groups_are_laid_out() {
         [("arenabuf".to_string(), "arena_alligator".to_string())]
     );
 
-    let v = analysis::view(&r, "io_frames");
+    let v = analysis::view(&r, "frames_demo");
     assert!(v.spec.is_none());
     assert_eq!(v.metric, Metric::Throughput); // it recorded a throughput
     assert_eq!(
@@ -136,7 +136,7 @@ fn targets_are_met_missed_or_not_run() {
         },
         Target {
             issue: 4,
-            group: "io_frames",
+            group: "frames_demo",
             ours: "arenabuf_reader",
             baseline: "tokio_codec",
             params: Params::All,
@@ -144,7 +144,7 @@ fn targets_are_met_missed_or_not_run() {
         },
         Target {
             issue: 4,
-            group: "io_frames",
+            group: "frames_demo",
             ours: "arenabuf_reader",
             baseline: "tokio_codec",
             params: Params::All,
@@ -285,7 +285,7 @@ fn the_report_has_tables_targets_machine_and_command() {
         "| `t2_held0` | 10.0 ns ±2.0%<br>100 Mop/s | 25.0 ns ±2.0%<br>40.0 Mop/s | 2.50x |"
     ));
     // The unknown group and its allocation counts.
-    assert!(md.contains("### `io_frames`\n"));
+    assert!(md.contains("### `frames_demo`\n"));
     assert!(md.contains("2.00 allocs/iter"));
     // Groups that did not run are listed, not dropped.
     assert!(md.contains("### `async_contended` (issue 3): not run"));
@@ -303,7 +303,10 @@ fn the_chart_has_one_panel_per_group_with_ratios() {
     let r = results::load(&fixtures()).unwrap();
     let panels = chart::panels(&r);
     let names: Vec<&str> = panels.iter().map(|p| p.group.as_str()).collect();
-    assert_eq!(names, ["fixed_roundtrip", "fixed_contention", "io_frames"]);
+    assert_eq!(
+        names,
+        ["fixed_roundtrip", "fixed_contention", "frames_demo"]
+    );
     let fr = &panels[0];
     assert_eq!(fr.parameters, ["256", "1024"]);
     assert_eq!(fr.series, ["vs bytesmut", "vs arena_alligator"]);
@@ -323,7 +326,7 @@ fn the_chart_has_one_panel_per_group_with_ratios() {
     for text in [
         "fixed_roundtrip",
         "fixed_contention",
-        "io_frames",
+        "frames_demo",
         "vs arena_alligator",
         "t2_held75",
         "2.50",
@@ -332,4 +335,52 @@ fn the_chart_has_one_panel_per_group_with_ratios() {
     }
     let empty = chart::render_svg(&[]).unwrap();
     assert!(empty.contains("no results yet"));
+}
+
+#[test]
+fn merging_directories_keeps_the_newest_result() {
+    let mut a = results::load(&fixtures()).unwrap();
+    let mut b = results::load(&fixtures()).unwrap();
+    // Pretend `b` ran later, with a different time for one benchmark.
+    let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+    for m in &mut b.measurements {
+        m.modified = Some(later);
+        if m.id.to_string() == "fixed_roundtrip/arenabuf/256" {
+            m.mean_ns = 20.0;
+        }
+    }
+    b.skipped.clear();
+    let n = a.measurements.len();
+    a.merge(b);
+    assert_eq!(
+        a.measurements.len(),
+        n,
+        "the same benchmarks, not duplicates"
+    );
+    assert!(close(
+        a.get("fixed_roundtrip", "arenabuf", "256").unwrap().mean_ns,
+        20.0
+    ));
+
+    // The older one does not replace the newer.
+    let mut c = results::load(&fixtures()).unwrap();
+    c.skipped.clear();
+    a.merge(c);
+    assert!(close(
+        a.get("fixed_roundtrip", "arenabuf", "256").unwrap().mean_ns,
+        20.0
+    ));
+}
+
+#[test]
+fn allocation_case_files_apply_to_their_benchmarks() {
+    let r = results::load(&fixtures()).unwrap();
+    let allocs = |imp: &str, p: &str| r.get("fixed_contention", imp, p).unwrap().allocs_per_iter;
+    assert_eq!(allocs("arenabuf", "t1_held0"), Some(3.0));
+    assert_eq!(allocs("arena_alligator", "t1_held0"), Some(0.5));
+    assert_eq!(allocs("arenabuf", "t2_held0"), None);
+    assert!(
+        results::parse_alloc_cases(r#"{"cases": [{"id": "a/b/c", "allocations": -1}]}"#).is_err()
+    );
+    assert!(results::parse_alloc_cases(r#"{"cases": [{"id": "a/b/c"}]}"#).is_err());
 }
