@@ -149,6 +149,129 @@ fn frozen_clone_dropped_across_threads() {
     });
 }
 
+/// Split and coalesce under races. Block 0 (16 bytes) and block 2 (32
+/// bytes) are held, block 1 is free in the lists. One thread releases
+/// block 0 (it parks, or goes to the lists where it merges with block 1)
+/// and allocates 16 bytes again (from the cache, or split from the lists);
+/// another allocates 32 bytes, which exists only once blocks 0 and 1 have
+/// merged; the main thread releases block 2 meanwhile. Every block a thread
+/// gets is written, then checked after a yield (an overlapping block would
+/// have overwritten it), and at the end everything has coalesced back.
+#[test]
+fn buddy_split_coalesce_race() {
+    loom::model(|| {
+        let arena = BuddyArena::builder(nz(64), nz(16)).build().unwrap();
+        let a = arena.allocate(nz(16)).unwrap();
+        let c = arena.allocate(nz(32)).unwrap();
+        let use_block = |arena: &BuddyArena, len: usize, tag: u8| {
+            if let Ok(mut buf) = arena.allocate(nz(len)) {
+                assert_eq!(buf.capacity(), len);
+                buf.put_bytes(tag, len);
+                thread::yield_now();
+                assert!(buf.iter().all(|&x| x == tag), "block overlap");
+            }
+        };
+        let t1 = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                drop(a);
+                use_block(&arena, 16, 1);
+            })
+        };
+        let t2 = {
+            let arena = arena.clone();
+            thread::spawn(move || use_block(&arena, 32, 2))
+        };
+        drop(c);
+        t1.join().unwrap();
+        t2.join().unwrap();
+        let m = arena.metrics();
+        assert_eq!((m.live_bytes, m.largest_free_block), (0, 64));
+        assert!(m.coalesce_count >= 2, "{m:?}");
+        assert!(arena.allocate(nz(64)).is_ok());
+    });
+}
+
+/// The owner behind a frozen `Bytes`: a clone and a slice go to two
+/// threads while the main thread drops its own piece and then waits for
+/// the slot. The slot comes back exactly once (`alloc_count`, which is
+/// releases + live slots, stays 1 until the main thread takes it again),
+/// and only after the last piece dropped: the readers check their bytes
+/// before dropping them, so a premature release would let the main
+/// thread's new writes show through.
+#[test]
+fn frozen_owner_pieces_dropped_across_threads() {
+    loom::model(|| {
+        let arena = FixedArena::builder(nz(1), nz(4)).build().unwrap();
+        let mut buf = arena.allocate().unwrap();
+        buf.put_slice(b"abcd");
+        let bytes = buf.freeze();
+        let (whole, tail) = (bytes.clone(), bytes.slice(2..));
+        let ta = thread::spawn(move || assert_eq!(&whole[..], b"abcd"));
+        let tb = thread::spawn(move || assert_eq!(&tail[..], b"cd"));
+        drop(bytes);
+        let again = loop {
+            match arena.allocate() {
+                Ok(mut buf) => {
+                    buf.put_slice(b"zzzz");
+                    break buf;
+                }
+                Err(AllocError::ArenaFull) => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        ta.join().unwrap();
+        tb.join().unwrap();
+        assert_eq!(arena.metrics().alloc_count, 2);
+        drop(again);
+        let m = arena.metrics();
+        assert_eq!((m.live_slots, m.alloc_count), (0, 2));
+    });
+}
+
+/// The last arena handle drops before the frozen pieces, which drop on
+/// other threads: the memory stays valid for the readers and is freed
+/// exactly once, by whoever drops last (loom's leak tracking reports an
+/// arena never freed).
+#[test]
+fn fixed_handle_dropped_before_frozen_pieces() {
+    loom::model(|| {
+        let arena = FixedArena::builder(nz(2), nz(2)).build().unwrap();
+        let mut buf = arena.allocate().unwrap();
+        buf.put_slice(b"hi");
+        let bytes = buf.freeze();
+        let other = arena.allocate().unwrap().freeze();
+        let clone = bytes.slice(1..);
+        let ta = thread::spawn(move || assert_eq!(&clone[..], b"i"));
+        let tb = thread::spawn(move || drop(other));
+        drop(arena);
+        assert_eq!(&bytes[..], b"hi");
+        drop(bytes);
+        ta.join().unwrap();
+        tb.join().unwrap();
+    });
+}
+
+/// As above, for a buddy arena: the closer flushes the caches while frozen
+/// pieces are released (parked, or merged under the lock) on two threads.
+#[test]
+fn buddy_handle_dropped_before_frozen_pieces() {
+    loom::model(|| {
+        let arena = BuddyArena::builder(nz(32), nz(16)).build().unwrap();
+        let mut buf = arena.allocate(nz(16)).unwrap();
+        buf.put_slice(b"hi");
+        let bytes = buf.freeze();
+        let other = arena.allocate(nz(16)).unwrap().freeze();
+        let clone = bytes.clone();
+        let ta = thread::spawn(move || assert_eq!(&clone[..], b"hi"));
+        let tb = thread::spawn(move || drop(other));
+        drop(arena);
+        drop(bytes);
+        ta.join().unwrap();
+        tb.join().unwrap();
+    });
+}
+
 /// The waiter hand-off (feature `async-alloc`).
 #[cfg(feature = "async-alloc")]
 mod waiting {
