@@ -83,3 +83,7 @@ pub use source::{BufferSource, FixedWait};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+//! - [`tower`] (feature `tower`): `ArenaBodyLayer`, collecting HTTP request
+//!   bodies into arena memory in front of any tower/hyper/axum service;
+#[cfg(feature = "tower")]
+pub mod tower;

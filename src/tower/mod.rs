@@ -1,0 +1,185 @@
+//! [`ArenaBodyLayer`]: a `tower` layer that collects HTTP request bodies into
+//! arena memory (feature `tower`).
+//!
+//! Put it in front of any `Service<http::Request<B>>` (a hyper service, an
+//! axum `Router`, a tower stack): it reads each request body into one
+//! contiguous buffer from a [`BufferSource`](crate::BufferSource) (a
+//! [`BuddyArena`](crate::BuddyArena) suits bodies of varying size) and calls
+//! the inner service with `http::Request<`[`ArenaBody`]`>`, whose
+//! [`into_bytes`](ArenaBody::into_bytes) is the whole body as one
+//! arena-backed [`Bytes`](bytes::Bytes). The memory of all bodies in flight
+//! is then capped by the arena.
+//!
+//! - **Sizing.** With a `Content-Length` (or an exact `size_hint`) the buffer
+//!   is allocated once, at that size (rounded up by the arena). Without one
+//!   it starts at the first chunk's size and doubles when full, copying what
+//!   it holds once per doubling, so at most about twice the body is copied
+//!   and the result stays contiguous and in the arena.
+//! - **Limit.** A body over `max_body_size` is answered
+//!   `413 Payload Too Large` without reading the rest; a `Content-Length`
+//!   over it is refused before anything is allocated.
+//! - **Backpressure.** When the arena is exhausted the request waits for
+//!   capacity ([`BufferSource::allocate_wait`](crate::BufferSource::allocate_wait):
+//!   fair, first come first served), without reading more of its body. With
+//!   a `wait_timeout`, a request still waiting after it is answered
+//!   `503 Service Unavailable` with `Retry-After`.
+//! - **Errors.** A body that fails (the client went away, a protocol error)
+//!   or a malformed `Content-Length` is answered `400 Bad Request`; the
+//!   inner service is not called. In every refusal all memory and the place
+//!   in the wait queue are released before the response is returned, and
+//!   the response's extensions carry the [`BodyRejection`] saying why.
+//!
+//! The layer's responses and the inner service's share one body type,
+//! [`ResponseBody`], as tower-http's middlewares do; nothing is boxed.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use std::{convert::Infallible, num::NonZeroUsize, time::Duration};
+//! use arenabuf::tower::{ArenaBody, ArenaBodyLayer};
+//! use arenabuf::BuddyArena;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! let nz = |n| NonZeroUsize::new(n).unwrap();
+//! let arena = BuddyArena::builder(nz(64 << 20), nz(4096)).build()?; // 64 MiB for all bodies
+//! let layer = ArenaBodyLayer::builder(arena.clone())
+//!     .max_body_size(8 << 20)
+//!     .wait_timeout(Duration::from_secs(2))
+//!     .build()?;
+//! let service = layer.layer(service_fn(|req: Request<ArenaBody>| async move {
+//!     let body: Bytes = req.into_body().into_bytes(); // one contiguous arena buffer
+//!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.len().to_string()))))
+//! }));
+//!
+//! let req = Request::post("/upload").body(Full::new(Bytes::from_static(b"hello")))?;
+//! let res = service.clone().oneshot(req).await?;
+//! assert_eq!(res.status(), StatusCode::OK);
+//!
+//! let req = Request::post("/upload")
+//!     .header("content-length", "9000000")
+//!     .body(Full::new(Bytes::new()))?;
+//! let res = service.oneshot(req).await?;
+//! assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE); // refused before any allocation
+//! assert_eq!(arena.metrics().live_bytes, 0);
+//! # Ok(())
+//! # }
+//! ```
+
+mod body;
+mod future;
+mod layer;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+pub use body::{ArenaBody, ResponseBody};
+pub use future::ResponseFuture;
+pub use layer::{ArenaBodyLayer, ArenaBodyLayerBuilder};
+pub use service::ArenaBodyService;
+
+/// The checked settings a layer hands each service.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    /// The largest body accepted; at most the source's `max_len()`.
+    pub(crate) limit: usize,
+    pub(crate) wait_timeout: Option<Duration>,
+    pub(crate) retry_after_secs: u64,
+}
+
+/// Why [`ArenaBodyLayer`] answered a request itself instead of calling the
+/// inner service.
+///
+/// It is in the extensions of the response (`response.extensions().get::<BodyRejection>()`),
+/// for logging and tests; the status code follows from it ([`status`](Self::status)).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyRejection {
+    /// The `Content-Length` is over the limit; nothing was read or allocated.
+    /// Answered 413.
+    #[error(
+        "request body of {declared} bytes (Content-Length) exceeds the limit of {limit} bytes; send at most {limit} bytes"
+    )]
+    LengthTooLarge {
+        /// The length the client declared.
+        declared: u64,
+        /// The layer's `max_body_size`.
+        limit: usize,
+    },
+    /// The body grew past the limit while being read; the rest was not read.
+    /// Answered 413.
+    #[error("request body exceeds the limit of {limit} bytes; send at most {limit} bytes")]
+    TooLarge {
+        /// The layer's `max_body_size`.
+        limit: usize,
+    },
+    /// No arena capacity came free within the wait timeout. Answered 503
+    /// with `Retry-After`.
+    #[error(
+        "no memory for the request body came free within {timeout:?}; the server is busy, retry in {retry_after_secs} s"
+    )]
+    CapacityTimeout {
+        /// The layer's `wait_timeout`.
+        timeout: Duration,
+        /// The `Retry-After` sent, in seconds.
+        retry_after_secs: u64,
+    },
+    /// The `Content-Length` header is not a decimal number. Answered 400.
+    #[error("the Content-Length header is not a valid length; send a decimal byte count")]
+    InvalidContentLength,
+    /// Reading the body failed (the client went away or broke the
+    /// protocol). Answered 400.
+    #[error("reading the request body failed: {source}")]
+    Body {
+        /// The body's error.
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl BodyRejection {
+    /// The status code the layer answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::LengthTooLarge { .. } | Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::CapacityTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidContentLength | Self::Body { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The short text of the response body.
+    fn text(&self) -> &'static str {
+        match self {
+            Self::LengthTooLarge { .. } | Self::TooLarge { .. } => "request body too large\n",
+            Self::CapacityTimeout { .. } => {
+                "server busy: no memory for the request body, retry later\n"
+            }
+            Self::InvalidContentLength => "invalid Content-Length\n",
+            Self::Body { .. } => "could not read the request body\n",
+        }
+    }
+}
+
+/// What is wrong with an [`ArenaBodyLayer`] configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `max_body_size` is larger than the largest buffer the source can hand
+    /// out, so bodies between the two could never be collected.
+    #[error(
+        "max_body_size {max_body_size} exceeds the largest buffer the source can hand out ({source_max} bytes); lower it or use a larger arena"
+    )]
+    MaxBodyExceedsSource {
+        /// The requested `max_body_size`.
+        max_body_size: usize,
+        /// The source's `max_len()`.
+        source_max: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests;
