@@ -142,10 +142,27 @@ impl Args {
             return Err("--max-frame must be at least --min-frame".into());
         }
         if !(self.duration > 0.0 && self.duration <= 3600.0) {
-            return Err("--duration must be between 0 and 3600 seconds".into());
+            return Err("--duration must be more than 0 and at most 3600 seconds".into());
         }
         if self.arena_mib == 0 || self.arena_mib > 64 * 1024 {
             return Err("--arena-mib must be between 1 and 65536".into());
+        }
+        // A frame (with its 4-byte length) must fit one slot or block of
+        // the arena, and a slot must not exceed the arena's cap.
+        let cap = self.arena_mib * 1024 * 1024;
+        let chunk = self
+            .max_frame
+            .checked_add(4)
+            .and_then(usize::checked_next_power_of_two)
+            .map(|c| c.max(16 * 1024));
+        if chunk.is_none_or(|c| c > cap) {
+            return Err(format!(
+                "--max-frame {} does not fit a {} MiB arena: frames up to {} bytes fit; \
+                 lower --max-frame or raise --arena-mib",
+                self.max_frame,
+                self.arena_mib,
+                cap - 4
+            ));
         }
         Ok(())
     }

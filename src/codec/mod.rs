@@ -9,7 +9,7 @@
 //! behave the same at EOF and on over-long input.
 //!
 //! What differs is where a frame lives: while it arrives, its payload is
-//! copied once, straight into an arena [`Buffer`](crate::Buffer) of the
+//! copied once, straight into an arena [`Buffer`] of the
 //! frame's size, and consumed from `FramedRead`'s read buffer, which
 //! therefore stays small however large the frame (a 16 MiB frame never grows
 //! it past its usual few KiB). The decoded `Bytes` return their memory to
