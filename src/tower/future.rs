@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
@@ -153,6 +153,15 @@ pin_project! {
         // A chunk that did not fit `buf`, written once the larger buffer comes.
         pending: Option<B::Data>,
         trailers: Option<HeaderMap>,
+        // Bytes of body received so far.
+        seen: usize,
+        // Whether the body has been polled (which, with `Expect:
+        // 100-continue`, lets hyper tell the client to send it).
+        polled: bool,
+        expect_continue: bool,
+        // A 503 to answer once the rest of the body has been read and
+        // discarded (see `poll_collect`).
+        draining: Option<BodyRejection>,
     }
 }
 
@@ -198,6 +207,12 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
             wait: None,
             pending: None,
             trailers: None,
+            seen: 0,
+            polled: false,
+            expect_continue: headers
+                .get(EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
+            draining: None,
         }
     }
 
@@ -224,23 +239,38 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
                     Poll::Pending => {
                         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
                             if sleep.poll(cx).is_ready() {
-                                // Dropping the wait gives up its place in the queue.
+                                // Dropping the wait gives up its place in the
+                                // queue; the memory held goes back at once.
                                 *this.wait = None;
-                                return Poll::Ready(Err(BodyRejection::CapacityTimeout {
+                                this.sleep.set(None);
+                                *this.buf = None;
+                                *this.pending = None;
+                                let rejection = BodyRejection::CapacityTimeout {
                                     timeout: this.config.wait_timeout.unwrap_or_default(),
                                     retry_after_secs: this.config.retry_after_secs,
-                                }));
+                                };
+                                if *this.expect_continue && !*this.polled {
+                                    // The client waits for a 100 Continue
+                                    // before sending: it sends nothing now.
+                                    return Poll::Ready(Err(rejection));
+                                }
+                                *this.draining = Some(rejection);
+                                break;
                             }
                         }
                         return Poll::Pending;
                     }
                 }
             }
+            if this.draining.is_some() {
+                break;
+            }
             if *this.initial > 0 {
                 let len = std::mem::take(this.initial);
                 start_allocation(len, &mut this)?;
                 continue;
             }
+            *this.polled = true;
             let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) else {
                 let data = this.buf.take().map(Buffer::freeze).unwrap_or_default();
                 return Poll::Ready(Ok(ArenaBody::new(data, this.trailers.take())));
@@ -261,6 +291,7 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
                     continue;
                 }
             };
+            *this.seen = this.seen.saturating_add(data.remaining());
             let (len, cap) = this
                 .buf
                 .as_ref()
@@ -281,6 +312,25 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
                 start_allocation(grown, &mut this)?;
             }
         }
+        // A 503 while the client may still be sending: read and discard the
+        // rest (up to the limit, holding no memory) so that the client reads
+        // the answer on a clean connection instead of a reset. A 413 does
+        // not do this: that body is not worth reading, and the connection
+        // closes after the answer.
+        while *this.seen <= this.config.limit {
+            match ready!(this.body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        *this.seen = this.seen.saturating_add(data.remaining());
+                    }
+                }
+                _ => break,
+            }
+        }
+        Poll::Ready(Err(this
+            .draining
+            .take()
+            .expect("only a pending 503 leaves the collecting loop")))
     }
 }
 

@@ -22,7 +22,11 @@
 //!   capacity ([`BufferSource::allocate_wait`](crate::BufferSource::allocate_wait):
 //!   fair, first come first served), without reading more of its body. With
 //!   a `wait_timeout`, a request still waiting after it is answered
-//!   `503 Service Unavailable` with `Retry-After`.
+//!   `503 Service Unavailable` with `Retry-After`: its memory goes back at
+//!   once, then the rest of its body is read and discarded (up to
+//!   `max_body_size`, holding no memory) so that a client still sending
+//!   reads the 503 on a clean connection rather than a reset; a request with
+//!   `Expect: 100-continue` whose body was not yet asked for sends none.
 //! - **Errors.** A body that fails (the client went away, a protocol error)
 //!   or a malformed `Content-Length` is answered `400 Bad Request`; the
 //!   inner service is not called. In every refusal all memory and the place
