@@ -209,7 +209,9 @@ impl LengthDelimitedBuilder {
     }
 
     /// The largest length field accepted (default 8 MiB); a larger one is
-    /// an `InvalidData` error before anything is allocated.
+    /// an `InvalidData` error before anything is allocated. As in
+    /// tokio_util, it is capped at the largest length the field can express
+    /// (plus the adjustment).
     pub fn max_frame_length(mut self, max: usize) -> Self {
         self.max_frame_len = max;
         self

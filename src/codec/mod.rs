@@ -6,7 +6,11 @@
 //! [`Encoder<Bytes>`](tokio_util::codec::Encoder), so they go into
 //! `FramedRead`, `FramedWrite` and `Framed` unchanged. They speak the same
 //! wire format as tokio_util's `LengthDelimitedCodec` and `LinesCodec`, and
-//! behave the same at EOF and on over-long input.
+//! behave the same at EOF and on over-long input, with one deliberate
+//! difference: a stream that ends right after a length header is "bytes
+//! remaining on stream" here, where tokio_util ends it without an error.
+//! A frame longer than the source can ever hand out is an `InvalidData`
+//! error as soon as its header is read.
 //!
 //! What differs is where a frame lives: while it arrives, its payload is
 //! copied once, straight into an arena [`Buffer`] of the

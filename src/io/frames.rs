@@ -63,7 +63,8 @@ impl Framing {
     }
 
     /// Frames ended by `delimiter` (not included), at most `max_length`
-    /// bytes; at EOF, bytes after the last delimiter are one last frame.
+    /// bytes (and at most the source's `max_len`); at EOF, bytes after the
+    /// last delimiter are one last frame.
     pub fn delimiter(delimiter: u8, max_length: usize) -> Self {
         Self(Kind::Delimiter {
             delimiter,
@@ -188,8 +189,10 @@ pin_project! {
     /// Frames are zero-copy slices of the chunks they arrived in (see the
     /// [module docs](self)). Errors end the stream: bad headers
     /// (`InvalidData`, before anything is allocated for the frame), a frame
-    /// that can never fit the source (`InvalidData`), EOF inside a frame
-    /// ("bytes remaining on stream"), and I/O errors.
+    /// that can never fit the source (`InvalidData`, as soon as its header is
+    /// read: never a wait that cannot end), EOF inside a frame ("bytes
+    /// remaining on stream"), and I/O errors. An error gives back the
+    /// stream's arena memory at once.
     pub struct Frames<R, S: BufferSource> {
         #[pin]
         reader: R,
