@@ -261,6 +261,12 @@ impl<R: AsyncRead, S: BufferSource> Stream for Frames<R, S> {
                     Ok(Step::Frame { start, end, next }) => {
                         let frame = this.ready.slice(start..end);
                         this.ready.advance(next);
+                        if this.ready.is_empty() {
+                            // An empty `Bytes` still shares the chunk's
+                            // owner: let go of it, or a reader waiting for
+                            // its next buffer pins the chunk it emptied.
+                            *this.ready = Bytes::new();
+                        }
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     Ok(Step::Incomplete { want, need }) => {
