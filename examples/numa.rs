@@ -203,7 +203,10 @@ fn build_on_node(
     let cpus = node.cpus.clone();
     std::thread::scope(|s| {
         s.spawn(move || {
-            pin_current_thread(&cpus).map_err(|e| format!("pinning to CPUs {cpus:?}: {e}"))?;
+            if let Err(e) = pin_current_thread(&cpus) {
+                // Still correct, only placement is left to the kernel.
+                eprintln!("warning: could not pin the builder to CPUs {cpus:?}: {e}");
+            }
             let arena = FixedArena::builder(slots, slot_size)
                 .build()
                 .map_err(|e| e.to_string())?;
