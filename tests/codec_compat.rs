@@ -97,9 +97,13 @@ impl Opts {
     /// length field in place), then the frame. Returns false when this frame
     /// length cannot be expressed with these options.
     fn write_frame(&self, frame: &[u8], filler: u8, wire: &mut Vec<u8>) -> bool {
+        // tokio_util caps the maximum at what the field can express plus
+        // the adjustment, and compares the raw field with it.
         let field = frame.len() as i128 - self.adjustment as i128;
-        if field < 0 || field as u128 > self.field_max() as u128 || field as u128 > self.max as u128
-        {
+        let capped_max = (self.max as i128)
+            .min(self.field_max() as i128 + self.adjustment as i128)
+            .min(usize::MAX as i128);
+        if field < 0 || field > self.field_max() as i128 || field > capped_max {
             return false;
         }
         // The header is read from the frame's first bytes; they must belong
