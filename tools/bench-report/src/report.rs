@@ -219,8 +219,8 @@ pub fn render(inp: &Inputs<'_>) -> String {
          after the other on the same machine, so it holds up on a noisy machine where absolute \
          times do not. Times are criterion's mean per iteration with the half-width of its 95% \
          confidence interval (criterion's console prints its slope estimate instead, which \
-         can differ on a noisy run). Our implementations are the `arenabuf*` ones; the rest are \
-         baselines: `bytesmut` (`BytesMut::with_capacity` + write + freeze + drop, what servers \
+         can differ on a noisy run). Ours come first in each ratio (`arenabuf*`, and `arena_layer` for \
+         the tower layer); the rest are baselines: `bytesmut` (`BytesMut::with_capacity` + write + freeze + drop, what servers \
          do without a pool), `arena_alligator` (the `arena-alligator` crate, same geometry), \
          `semaphore_pool` (a `tokio::sync::Semaphore` in front of a `Mutex<Vec<BytesMut>>`), and \
          the tokio_util / tower-http ways of framing and collecting bodies.\n\n",
