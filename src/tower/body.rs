@@ -23,11 +23,13 @@ use pin_project_lite::pin_project;
 #[derive(Default)]
 pub struct ArenaBody {
     data: Bytes,
-    trailers: Option<HeaderMap>,
+    // Boxed: trailers are rare, and the body is moved around with the
+    // request.
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl ArenaBody {
-    pub(crate) fn new(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+    pub(crate) fn new(data: Bytes, trailers: Option<Box<HeaderMap>>) -> Self {
         Self { data, trailers }
     }
 
@@ -54,7 +56,7 @@ impl ArenaBody {
 
     /// The trailers the client sent after the body, if any.
     pub fn trailers(&self) -> Option<&HeaderMap> {
-        self.trailers.as_ref()
+        self.trailers.as_deref()
     }
 }
 
@@ -69,7 +71,7 @@ impl Body for ArenaBody {
         if !self.data.is_empty() {
             return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut self.data)))));
         }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))))
     }
 
     fn is_end_stream(&self) -> bool {

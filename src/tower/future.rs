@@ -90,18 +90,21 @@ where
                     inner,
                     parts,
                 } => {
-                    let result = ready!(collect.poll_collect(cx));
-                    let (inner, parts) = (inner.take(), parts.take());
-                    self.as_mut().project().state.set(State::Done);
+                    let headers = parts.as_ref().map(|p| &p.headers);
+                    let result = ready!(collect.poll_collect(cx, headers));
                     match result {
                         Ok(body) => {
-                            let (Some(mut inner), Some(parts)) = (inner, parts) else {
+                            let (Some(mut inner), Some(parts)) = (inner.take(), parts.take())
+                            else {
                                 unreachable!("the Collect state holds both until it ends")
                             };
                             let future = inner.call(Request::from_parts(parts, body));
                             self.as_mut().project().state.set(State::Call { future });
                         }
-                        Err(rejection) => return Poll::Ready(Ok(reject(rejection))),
+                        Err(rejection) => {
+                            self.as_mut().project().state.set(State::Done);
+                            return Poll::Ready(Ok(reject(rejection)));
+                        }
                     }
                 }
                 StateProj::Call { future } => {
@@ -140,8 +143,9 @@ pin_project! {
     struct Collect<B: Body, S: BufferSource> {
         #[pin]
         body: B,
-        #[pin]
-        sleep: Option<Sleep>,
+        // The wait timeout's timer, boxed: made only when a request has to
+        // wait, so the common path carries and moves no timer.
+        sleep: Option<Pin<Box<Sleep>>>,
         source: S,
         config: Config,
         // The length to allocate before the first read, when known up front.
@@ -152,13 +156,12 @@ pin_project! {
         wait: Option<S::Wait>,
         // A chunk that did not fit `buf`, written once the larger buffer comes.
         pending: Option<B::Data>,
-        trailers: Option<HeaderMap>,
+        trailers: Option<Box<HeaderMap>>,
         // Bytes of body received so far.
         seen: usize,
         // Whether the body has been polled (which, with `Expect:
         // 100-continue`, lets hyper tell the client to send it).
         polled: bool,
-        expect_continue: bool,
         // A 503 to answer once the rest of the body has been read and
         // discarded (see `poll_collect`).
         draining: Option<BodyRejection>,
@@ -209,16 +212,15 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
             trailers: None,
             seen: 0,
             polled: false,
-            expect_continue: headers
-                .get(EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
             draining: None,
         }
     }
 
+    /// `headers` are the request's (looked at only on the rare paths).
     fn poll_collect(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
+        headers: Option<&HeaderMap>,
     ) -> Poll<Result<ArenaBody, BodyRejection>>
     where
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -232,24 +234,28 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
                 match Pin::new(wait).poll(cx) {
                     Poll::Ready(result) => {
                         *this.wait = None;
-                        this.sleep.set(None);
+                        *this.sleep = None;
                         let new = result.map_err(|e| unavailable(e, this.config))?;
                         install(this.buf, new, this.pending);
                     }
                     Poll::Pending => {
-                        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                            if sleep.poll(cx).is_ready() {
+                        if let Some(sleep) = this.sleep.as_mut() {
+                            if sleep.as_mut().poll(cx).is_ready() {
                                 // Dropping the wait gives up its place in the
                                 // queue; the memory held goes back at once.
                                 *this.wait = None;
-                                this.sleep.set(None);
+                                *this.sleep = None;
                                 *this.buf = None;
                                 *this.pending = None;
                                 let rejection = BodyRejection::CapacityTimeout {
                                     timeout: this.config.wait_timeout.unwrap_or_default(),
                                     retry_after_secs: this.config.retry_after_secs,
                                 };
-                                if *this.expect_continue && !*this.polled {
+                                let expect_continue =
+                                    headers.and_then(|h| h.get(EXPECT)).is_some_and(|v| {
+                                        v.as_bytes().eq_ignore_ascii_case(b"100-continue")
+                                    });
+                                if expect_continue && !*this.polled {
                                     // The client waits for a 100 Continue
                                     // before sending: it sends nothing now.
                                     return Poll::Ready(Err(rejection));
@@ -285,7 +291,7 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
                     if let Ok(trailers) = frame.into_trailers() {
                         match this.trailers {
                             Some(t) => t.extend(trailers),
-                            None => *this.trailers = Some(trailers),
+                            None => *this.trailers = Some(Box::new(trailers)),
                         }
                     }
                     continue;
@@ -304,7 +310,7 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
             }
             if need <= cap {
                 if let Some(buf) = this.buf.as_mut() {
-                    buf.put(data);
+                    put_all(buf, data);
                 }
             } else if need > 0 {
                 *this.pending = Some(data);
@@ -350,7 +356,7 @@ fn start_allocation<B: Body, S: BufferSource>(
         Err(AllocError::ArenaFull) => {
             *this.wait = Some(this.source.allocate_wait(len));
             if let Some(timeout) = this.config.wait_timeout {
-                this.sleep.set(Some(tokio::time::sleep(timeout)));
+                *this.sleep = Some(Box::pin(tokio::time::sleep(timeout)));
             }
             Ok(())
         }
@@ -364,9 +370,20 @@ fn install<D: Buf>(buf: &mut Option<Buffer>, mut new: Buffer, pending: &mut Opti
         new.put_slice(&old);
     }
     if let Some(data) = pending.take() {
-        new.put(data);
+        put_all(&mut new, data);
     }
     *buf = Some(new);
+}
+
+/// Copies all of `data` into `buf`, which has room for it.
+#[inline]
+fn put_all<D: Buf>(buf: &mut Buffer, mut data: D) {
+    while data.has_remaining() {
+        let chunk = data.chunk();
+        let n = chunk.len();
+        buf.put_slice(chunk);
+        data.advance(n);
+    }
 }
 
 /// An allocation error the checks above should have ruled out (a source
