@@ -190,9 +190,19 @@ fn draw_panel<DB: DrawingBackend>(
             (lo..hi).log_scale().with_key_points(y_ticks(lo, hi)),
         )?;
     let params = panel.parameters.clone();
+    // Shrink the x labels when long ones would run into each other.
+    let longest = params
+        .iter()
+        .map(|p| p.chars().count())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let slot_px = f64::from(PANEL_W - 80) / params.len().max(1) as f64;
+    let x_font = (slot_px / (longest as f64 * 0.55)).clamp(8.0, 12.0);
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .x_label_style(("sans-serif", x_font))
         .x_label_formatter(&|x| {
             params
                 .get((*x / SLOT) as usize)
