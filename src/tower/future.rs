@@ -173,7 +173,7 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
         let mut refused = None;
         let mut initial = 0;
         let declared = match headers.get(CONTENT_LENGTH) {
-            Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(v) => match parse_length(v.as_bytes()) {
                 Some(n) => Some(n),
                 None => {
                     refused = Some(BodyRejection::InvalidContentLength);
@@ -373,6 +373,15 @@ fn install<D: Buf>(buf: &mut Option<Buffer>, mut new: Buffer, pending: &mut Opti
         put_all(&mut new, data);
     }
     *buf = Some(new);
+}
+
+/// A `Content-Length` value: one or more ASCII digits, nothing else (no
+/// sign, no spaces, no list), that fits a `u64`.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Copies all of `data` into `buf`, which has room for it.

@@ -347,23 +347,33 @@ async fn a_failing_body_is_answered_400_and_releases_everything() {
 
 #[tokio::test]
 async fn a_malformed_content_length_is_answered_400() {
-    let arena = buddy(1 << 20);
-    let (body, taken) = Scripted::chunks(b"abc", 3);
-    let req = Request::post("/")
-        .header("content-length", "three")
-        .body(body)
-        .unwrap();
-    let res = ArenaBodyLayer::new(arena.clone())
-        .layer(echo(Vec::new()))
-        .oneshot(req)
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert!(matches!(
-        res.extensions().get::<BodyRejection>(),
-        Some(BodyRejection::InvalidContentLength)
-    ));
-    assert_eq!(taken.load(Ordering::Relaxed), 0);
+    for bad in [
+        "three",
+        "+3",
+        "-1",
+        "",
+        "3, 3",
+        " 3",
+        "99999999999999999999999",
+    ] {
+        let arena = buddy(1 << 20);
+        let (body, taken) = Scripted::chunks(b"abc", 3);
+        let req = Request::post("/")
+            .header("content-length", bad)
+            .body(body)
+            .unwrap();
+        let res = ArenaBodyLayer::new(arena.clone())
+            .layer(echo(Vec::new()))
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        assert!(matches!(
+            res.extensions().get::<BodyRejection>(),
+            Some(BodyRejection::InvalidContentLength)
+        ));
+        assert_eq!(taken.load(Ordering::Relaxed), 0);
+    }
 }
 
 #[tokio::test]
