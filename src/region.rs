@@ -30,8 +30,10 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Reserves `len` bytes (`len > 0`) from the global allocator, zeroed if
-    /// `zeroed` (large zeroed allocations come straight from the kernel's
-    /// zero pages, so this costs nothing up front).
+    /// `zeroed`. Zeroing is paid at build: the system allocator only takes
+    /// `calloc`'s lazily zeroed pages for alignments up to 16, and regions
+    /// are cache-line aligned, so `alloc_zeroed` writes every byte (and so
+    /// faults every page in, on the building thread).
     pub(crate) fn new(len: usize, zeroed: bool) -> Result<Self, BuildError> {
         debug_assert!(len > 0);
         let layout = Layout::from_size_align(len, REGION_ALIGN)
