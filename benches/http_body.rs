@@ -13,7 +13,9 @@
 //! waker).
 //!
 //! A counting global allocator prints, before the timings, the heap
-//! allocations per request of each side (request construction excluded).
+//! allocations per request of each side (request construction excluded),
+//! and writes them to `<target>/criterion/http_body_allocs.json` for
+//! `tools/bench-report`.
 //!
 //! `cargo bench --bench http_body --features tower -- --noplot`
 
@@ -145,6 +147,7 @@ fn bench(c: &mut Criterion) {
     };
 
     println!("heap allocations per request (request construction excluded):");
+    let mut cases = Vec::new();
     for (size, name) in SIZES {
         let chunks = chunks(size);
         for content_length in [true, false] {
@@ -166,6 +169,11 @@ fn bench(c: &mut Criterion) {
                 "chunked"
             };
             println!("  {name:>5} {mode:<14}  arena layer {a:>5.2}   collect+limit {u:>5.2}");
+            for (imp, count) in [("arena_layer", a), ("collect_limit", u)] {
+                cases.push(format!(
+                    "    {{\"id\": \"http_body/{imp}/{name}/{mode}\", \"allocations\": {count}}}"
+                ));
+            }
         }
     }
     assert_eq!(
@@ -173,6 +181,7 @@ fn bench(c: &mut Criterion) {
         0,
         "the arena layer leaked a body"
     );
+    write_allocs(&cases);
 
     let mut group = c.benchmark_group("http_body");
     group
@@ -205,6 +214,21 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// Records the allocation counts beside criterion's results, for
+/// `tools/bench-report` (`<criterion-dir>/http_body_allocs.json`).
+fn write_allocs(cases: &[String]) {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target"))
+        .join("criterion");
+    let json = format!("{{\n  \"cases\": [\n{}\n  ]\n}}\n", cases.join(",\n"));
+    let path = dir.join("http_body_allocs.json");
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, json)) {
+        Ok(()) => println!("allocation counts written to {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
 }
 
 criterion_group!(benches, bench);
