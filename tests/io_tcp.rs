@@ -626,3 +626,53 @@ async fn reader_waits_for_memory_and_resumes() {
     writer.await.unwrap();
     assert_eq!(arena.metrics().live_slots, 0);
 }
+
+#[tokio::test]
+async fn idle_connections_hold_no_memory() {
+    // Ten connected peers that send nothing, four slots: the idle readers
+    // hold no buffer, so a busy connection gets all the memory it needs.
+    let arena = FixedArena::builder(nz(4), nz(1024)).build().unwrap();
+    let mut idle = Vec::new();
+    for i in 0..10 {
+        let (client, server) = pair().await;
+        let arena = arena.clone();
+        let reader = if i % 2 == 0 {
+            tokio::spawn(async move {
+                let mut frames = ArenaReader::new(server, arena)
+                    .frames(Framing::length_delimited(LengthDelimited::default()));
+                assert!(frames.next().await.is_none(), "the idle peer only closes");
+            })
+        } else {
+            tokio::spawn(async move {
+                let mut chunks = ArenaReader::new(server, arena);
+                assert!(chunks.next().await.is_none(), "the idle peer only closes");
+            })
+        };
+        idle.push((client, reader));
+    }
+    // Every idle reader has polled its socket (it waits on it, not on the
+    // arena) and holds nothing. (One thread: when this task looks, every
+    // reader is parked.)
+    no_hang(async {
+        while arena.metrics().alloc_count < 10 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(arena.metrics().live_slots, 0);
+    assert_eq!(arena.metrics().waiting_tasks, 0);
+
+    let expected = frames_for(11, 300, 1000);
+    let (client, server) = pair().await;
+    let writer = tokio::spawn(send_frames(client, expected.clone()));
+    let frames = ArenaReader::new(server, arena.clone())
+        .frames(Framing::length_delimited(LengthDelimited::default()));
+    no_hang(check_stream(frames, &expected)).await;
+    writer.await.unwrap();
+
+    for (client, reader) in idle {
+        drop(client);
+        no_hang(reader).await.unwrap();
+    }
+    assert_eq!(arena.metrics().live_slots, 0);
+}

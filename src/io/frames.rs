@@ -327,6 +327,13 @@ impl<R: AsyncRead, S: BufferSource> Stream for Frames<R, S> {
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return fail(this.done, this.buf, this.ready, e),
+                // Nothing has arrived: an idle peer pins no arena memory (the
+                // buffer goes back, and a new one is taken when the socket
+                // wakes us).
+                Poll::Pending if buf.is_empty() => {
+                    *this.buf = None;
+                    return Poll::Pending;
+                }
                 Poll::Pending => match this.framing.step_within(buf, this.source.max_len()) {
                     Ok(Step::Frame { .. }) => {
                         *this.ready = this.buf.take().expect("set above").freeze();

@@ -13,6 +13,10 @@
 //! meanwhile. The kernel's receive buffer fills, the peer's TCP window
 //! closes, and the peer stops sending; memory stays within the arena's cap.
 //! Reading resumes when frames (or chunks) are dropped.
+//!
+//! A reader whose socket has nothing to read holds no buffer (it gives an
+//! empty one back and takes another when woken), so idle connections do not
+//! starve busy ones of memory.
 
 mod frames;
 
@@ -211,7 +215,12 @@ impl<R: AsyncRead, S: BufferSource> Stream for ArenaReader<R, S> {
             }
         }
         let buf = this.buf.as_mut().expect("set above");
-        let result = ready!(poll_read_into(this.reader, buf, cx));
+        let Poll::Ready(result) = poll_read_into(this.reader, buf, cx) else {
+            // Nothing to read: an idle peer pins no arena memory; a new
+            // buffer is taken when the reader wakes us.
+            *this.buf = None;
+            return Poll::Pending;
+        };
         let buf = this.buf.take().expect("set above");
         match result {
             Err(e) => {
