@@ -676,3 +676,23 @@ async fn idle_connections_hold_no_memory() {
     }
     assert_eq!(arena.metrics().live_slots, 0);
 }
+
+#[tokio::test]
+async fn dropping_a_waiting_reader_cancels_its_wait() {
+    // Cancellation: a reader dropped while it waits for memory leaves the
+    // queue, and the memory freed later is not lost to it.
+    let arena = FixedArena::builder(nz(1), nz(1024)).build().unwrap();
+    let held = arena.allocate().unwrap();
+    let (mut client, server) = pair().await;
+    client.write_all(&[0, 0, 0, 3, 1, 2, 3]).await.unwrap();
+    let mut frames = ArenaReader::new(server, arena.clone())
+        .frames(Framing::length_delimited(LengthDelimited::default()));
+    assert!(poll_once(&mut frames).await);
+    assert_eq!(arena.metrics().waiting_tasks, 1);
+    drop(frames);
+    assert_eq!(arena.metrics().waiting_tasks, 0);
+    drop(held);
+    let m = arena.metrics();
+    assert_eq!(m.live_slots, 0, "no slot went to the dropped reader");
+    assert!(arena.allocate().is_ok());
+}
