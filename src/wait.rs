@@ -14,7 +14,7 @@
 //!
 //! Wakers are never called with the lock held.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::task::Waker;
 
 use crate::buffer::Lease;
@@ -28,31 +28,43 @@ struct Entry<R> {
 ///
 /// `R` is what a waiter asked for (nothing for a fixed arena, a block order
 /// for a buddy arena).
+///
+/// Tickets are consecutive numbers, so the queue is a ring indexed by
+/// `ticket - front`: registering, serving the head and cancelling are O(1)
+/// and, once the ring has grown to the largest queue seen, allocate nothing.
+/// A cancelled ticket leaves a hole (`None`) that is skipped when it reaches
+/// the front. Grants wait in a short list until their task polls: at most
+/// one per task woken and not yet run.
 pub(crate) struct Waiters<R> {
-    next_ticket: u64,
-    waiting: BTreeMap<u64, Entry<R>>,
-    granted: BTreeMap<u64, Lease>,
+    /// The ticket of `waiting[0]`.
+    front: u64,
+    /// Tickets `front..front + waiting.len()`; `None` once cancelled.
+    waiting: VecDeque<Option<Entry<R>>>,
+    /// How many entries of `waiting` are `Some`.
+    live: usize,
+    granted: Vec<(u64, Lease)>,
     wait_count: u64,
 }
 
 impl<R: Copy> Waiters<R> {
     pub(crate) fn new() -> Self {
         Self {
-            next_ticket: 0,
-            waiting: BTreeMap::new(),
-            granted: BTreeMap::new(),
+            front: 0,
+            waiting: VecDeque::new(),
+            live: 0,
+            granted: Vec::new(),
             wait_count: 0,
         }
     }
 
     /// Whether no task is waiting (grants not picked up do not count).
     pub(crate) fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
+        self.live == 0
     }
 
     /// Tasks waiting now.
     pub(crate) fn len(&self) -> usize {
-        self.waiting.len()
+        self.live
     }
 
     /// Allocations that had to wait, since the arena was built.
@@ -62,42 +74,67 @@ impl<R: Copy> Waiters<R> {
 
     /// Queues a new waiter at the tail and returns its ticket.
     pub(crate) fn register(&mut self, request: R, waker: &Waker) -> u64 {
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
+        let ticket = self.front + self.waiting.len() as u64;
+        self.waiting.push_back(Some(Entry {
+            request,
+            waker: waker.clone(),
+        }));
+        self.live += 1;
         self.wait_count += 1;
-        self.waiting.insert(
-            ticket,
-            Entry {
-                request,
-                waker: waker.clone(),
-            },
-        );
         ticket
     }
 
+    /// Drops the holes that cancelled tickets left at the front, so that
+    /// `waiting[0]`, if any, is the head waiter.
+    fn skip_cancelled(&mut self) {
+        while let Some(None) = self.waiting.front() {
+            self.waiting.pop_front();
+            self.front += 1;
+        }
+    }
+
     /// What the head waiter asked for.
-    pub(crate) fn head(&self) -> Option<R> {
-        self.waiting.first_key_value().map(|(_, e)| e.request)
+    pub(crate) fn head(&mut self) -> Option<R> {
+        self.skip_cancelled();
+        self.waiting
+            .front()
+            .map(|e| e.as_ref().expect("skipped holes").request)
     }
 
     /// Gives `lease` to the head waiter and returns its waker, to be woken
     /// after unlocking. The caller checked that there is a head.
     pub(crate) fn grant_head(&mut self, lease: Lease) -> Waker {
-        let (ticket, entry) = self
+        self.skip_cancelled();
+        let entry = self
             .waiting
-            .pop_first()
+            .pop_front()
+            .flatten()
             .expect("grant_head is only called with a waiter queued");
-        self.granted.insert(ticket, lease);
+        self.granted.push((self.front, lease));
+        self.front += 1;
+        self.live -= 1;
         entry.waker
+    }
+
+    /// The entry of `ticket`, if it is still waiting.
+    fn entry_mut(&mut self, ticket: u64) -> Option<&mut Option<Entry<R>>> {
+        let index = usize::try_from(ticket.checked_sub(self.front)?).ok()?;
+        self.waiting.get_mut(index)
+    }
+
+    /// Takes the grant of `ticket` out of the list, if it arrived.
+    fn take_grant(&mut self, ticket: u64) -> Option<Lease> {
+        let at = self.granted.iter().position(|(t, _)| *t == ticket)?;
+        Some(self.granted.swap_remove(at).1)
     }
 
     /// Picks up the grant of `ticket` if it arrived; otherwise remembers
     /// `waker` for it.
     pub(crate) fn poll(&mut self, ticket: u64, waker: &Waker) -> Option<Lease> {
-        if let Some(lease) = self.granted.remove(&ticket) {
+        if let Some(lease) = self.take_grant(ticket) {
             return Some(lease);
         }
-        if let Some(entry) = self.waiting.get_mut(&ticket) {
+        if let Some(Some(entry)) = self.entry_mut(ticket) {
             entry.waker.clone_from(waker);
         }
         None
@@ -106,8 +143,14 @@ impl<R: Copy> Waiters<R> {
     /// Withdraws `ticket`. Returns the grant it had not picked up yet, if
     /// any: the caller releases it after unlocking, which hands it on.
     pub(crate) fn cancel(&mut self, ticket: u64) -> Option<Lease> {
-        self.waiting.remove(&ticket);
-        self.granted.remove(&ticket)
+        if let Some(slot) = self.entry_mut(ticket) {
+            if slot.take().is_some() {
+                self.live -= 1;
+            }
+            self.skip_cancelled();
+            return None;
+        }
+        self.take_grant(ticket)
     }
 }
 
