@@ -46,6 +46,8 @@
 //!   are arena `Bytes`;
 //! - [`io`] (feature `io`): `ArenaReader`, reading any `AsyncRead` into
 //!   arena buffers with zero-copy frames and backpressure;
+//! - [`tower`] (feature `tower`): `ArenaBodyLayer`, collecting HTTP request
+//!   bodies into arena memory in front of any tower/hyper/axum service;
 //! - `metrics`, `error`: snapshots and typed errors.
 
 #![warn(missing_docs)]
@@ -64,6 +66,8 @@ mod region;
 #[cfg(feature = "async-alloc")]
 mod source;
 mod sync;
+#[cfg(feature = "tower")]
+pub mod tower;
 #[cfg(feature = "async-alloc")]
 mod wait;
 
@@ -83,7 +87,3 @@ pub use source::{BufferSource, FixedWait};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
-//! - [`tower`] (feature `tower`): `ArenaBodyLayer`, collecting HTTP request
-//!   bodies into arena memory in front of any tower/hyper/axum service;
-#[cfg(feature = "tower")]
-pub mod tower;
