@@ -108,6 +108,11 @@ struct FreeLists {
     closed: bool,
     #[cfg(feature = "async-alloc")]
     waiters: crate::wait::Waiters<u32>,
+    /// Whether cache slots may hold [`WAIT_SLOT`] markers (set by a flush
+    /// while tasks wait, cleared once the emptied queue took them back), so
+    /// that releases through the lists scan the cache only when they must.
+    #[cfg(feature = "async-alloc")]
+    wait_markers: bool,
 }
 
 impl FreeLists {
@@ -232,6 +237,10 @@ impl BuddyInner {
     /// lists' state calls for (closed, waiting, or empty) in each cache slot.
     fn flush(&self, lists: &mut FreeLists) {
         let marker = lists.cache_marker();
+        #[cfg(feature = "async-alloc")]
+        {
+            lists.wait_markers = marker == WAIT_SLOT;
+        }
         for (i, way) in self.cache.iter().enumerate() {
             // AcqRel: the parking release's writes to the block happen
             // before whoever gets the block next.
@@ -288,7 +297,8 @@ impl BuddyInner {
             self.allocs.add(sync::thread_index());
             wake.push(lists.waiters.grant_head(self.lease(this, b, k)));
         }
-        if lists.waiters.is_empty() && !lists.closed {
+        if lists.wait_markers && lists.waiters.is_empty() && !lists.closed {
+            lists.wait_markers = false;
             for way in self.cache.iter() {
                 // Only our own markers: parking is possible again.
                 let _ =
@@ -664,6 +674,8 @@ impl BuddyArenaBuilder {
             closed: false,
             #[cfg(feature = "async-alloc")]
             waiters: crate::wait::Waiters::new(),
+            #[cfg(feature = "async-alloc")]
+            wait_markers: false,
         };
         lists.link(0, max_order);
         let cache = (0..(max_order as usize + 1) * WAYS)

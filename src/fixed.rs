@@ -9,10 +9,9 @@
 //! flag that sends releases to the wait queue (feature `async-alloc`). A set
 //! slot bit means "in use".
 //!
-//! - **Claim**: start at the word this thread last claimed from (or a
-//!   per-thread word), `fetch_or` the lowest clear bit; if another thread got
-//!   there first the returned word shows the new state and we try the next
-//!   clear bit. Full words are skipped; the search covers every word twice
+//! - **Claim**: start at the word this thread last claimed from or released
+//!   into (or a per-thread word), `fetch_or` the lowest clear bit; if another
+//!   thread got there first, reload the word and try its next clear bit. Full words are skipped; the search covers every word twice
 //!   before it reports [`AllocError::ArenaFull`], so a failure means every
 //!   slot was seen in use.
 //! - **Release**: one `fetch_and` clearing the bit. That is the only shared
@@ -342,6 +341,11 @@ impl FixedLease {
                 }
             }
         };
+        // This thread's next claim starts in the word it just freed a slot
+        // in: recently used memory is reused while it is still in cache,
+        // rather than the claims sweeping the whole region. (Only numbers
+        // are stored: the arena is not touched.)
+        sync::set_word_hint(inner.as_ptr() as usize, w);
         // From here on the arena may already be freed by another thread,
         // unless we just emptied a closed word: then we own its count.
         if prev & CLOSED != 0 && prev & !mask & !FLAGS == pad {
