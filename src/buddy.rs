@@ -730,13 +730,37 @@ impl BuddyAllocate<'static> {
 impl std::future::Future for BuddyAllocate<'_> {
     type Output = Result<Buffer, AllocError>;
 
+    /// A block that can be had now is taken here, inlined into the caller
+    /// like `allocate()`; queueing and picking up a grant are out of line.
+    #[inline]
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        if this.ticket.is_none() {
+            match this.arena.allocate(this.len) {
+                Err(AllocError::ArenaFull) => {}
+                done => return std::task::Poll::Ready(done),
+            }
+        }
+        this.poll_wait(cx)
+    }
+}
+
+#[cfg(feature = "async-alloc")]
+impl BuddyAllocate<'_> {
+    /// Picks up a grant (with a ticket), or queues (without one, after
+    /// `allocate` found the arena full).
+    #[cold]
+    #[inline(never)]
+    fn poll_wait(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Buffer, AllocError>> {
         use std::task::Poll;
 
-        let this = &mut *self;
+        let this = self;
         let handle: &BuddyArena = &this.arena;
         let arena = handle.inner();
         if let Some(ticket) = this.ticket {
@@ -753,10 +777,6 @@ impl std::future::Future for BuddyAllocate<'_> {
             Ok(k) => k,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        match handle.allocate(this.len) {
-            Err(AllocError::ArenaFull) => {}
-            done => return Poll::Ready(done),
-        }
         let mut lists = sync::lock(&arena.lists);
         let first = lists.waiters.is_empty();
         let ticket = lists.waiters.register(k, cx.waker());

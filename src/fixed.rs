@@ -683,13 +683,38 @@ impl FixedAllocate<'static> {
 impl std::future::Future for FixedAllocate<'_> {
     type Output = Buffer;
 
+    /// A free slot is claimed here, inlined into the caller like
+    /// `allocate()`; queueing and picking up a grant are out of line.
+    #[inline]
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Buffer> {
+        let this = &mut *self;
+        if this.ticket.is_none() {
+            let handle: &FixedArena = &this.arena;
+            let arena = handle.inner();
+            if let Some((word, bit)) = arena.claim(handle.inner.as_ptr() as usize) {
+                return std::task::Poll::Ready(Buffer::from_lease(
+                    arena.lease(handle.inner, word, bit),
+                    arena.auto_spill,
+                ));
+            }
+        }
+        this.poll_wait(cx)
+    }
+}
+
+#[cfg(feature = "async-alloc")]
+impl FixedAllocate<'_> {
+    /// Picks up a grant (with a ticket), or queues (without one, after a
+    /// failed claim).
+    #[cold]
+    #[inline(never)]
+    fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Buffer> {
         use std::task::Poll;
 
-        let this = &mut *self;
+        let this = self;
         let handle: &FixedArena = &this.arena;
         let arena = handle.inner();
         if let Some(ticket) = this.ticket {
@@ -701,12 +726,6 @@ impl std::future::Future for FixedAllocate<'_> {
                 }
                 None => Poll::Pending,
             };
-        }
-        if let Some((word, bit)) = arena.claim(handle.inner.as_ptr() as usize) {
-            return Poll::Ready(Buffer::from_lease(
-                arena.lease(handle.inner, word, bit),
-                arena.auto_spill,
-            ));
         }
         let mut queue = sync::lock(&arena.waiters);
         if queue.is_empty() {
