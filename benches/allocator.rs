@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::measurement::WallTime;
 use criterion::{
@@ -55,7 +57,6 @@ const CONTENTION_WRITE: usize = 256;
 const BUDDY_CONTENTION_REQUEST: usize = 4096;
 /// Percentages of arena capacity held live while measuring.
 const HELD_PERCENTS: [usize; 2] = [0, 75];
-const DEFAULT_EXTREME_THREADS: usize = 40;
 
 /// Auto-spill workload: a write twice the slot capacity forces a spill.
 const SPILL_SLOTS: usize = 1024;
@@ -260,18 +261,7 @@ where
 /// when `ARENA_BENCH_EXTREME=1`.
 fn thread_counts() -> Vec<usize> {
     let parallelism = thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    let mut counts = vec![1, 2, parallelism];
-    if std::env::var("ARENA_BENCH_EXTREME").is_ok_and(|v| v == "1") {
-        let extreme = std::env::var("ARENA_BENCH_EXTREME_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_EXTREME_THREADS);
-        counts.push(extreme);
-    }
-    counts.sort_unstable();
-    counts.dedup();
-    counts
+    support::with_extreme(vec![1, 2, parallelism])
 }
 
 fn roundtrip_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {

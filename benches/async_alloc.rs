@@ -39,6 +39,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use tokio::runtime::{Builder, Runtime};
 use tokio::sync::Semaphore;
 
+mod support;
+
 /// Bytes written per operation.
 const WRITE: usize = 256;
 /// Uncontended geometry: plenty of room, as a server would size it.
@@ -49,7 +51,6 @@ const BUDDY_MIN_BLOCK: usize = 256;
 /// Contended geometry.
 const TASKS: usize = 64;
 const WORKERS: usize = 2;
-const DEFAULT_EXTREME_THREADS: usize = 40;
 const SHARED_SLOTS: usize = 8;
 const ROUNDS: usize = 200;
 
@@ -212,18 +213,7 @@ fn async_uncontended(c: &mut Criterion) {
 /// Worker thread counts for `async_contended`: `WORKERS`, plus the extreme
 /// count when `ARENA_BENCH_EXTREME=1` (as in `benches/allocator.rs`).
 fn worker_counts() -> Vec<usize> {
-    let mut counts = vec![WORKERS];
-    if std::env::var("ARENA_BENCH_EXTREME").is_ok_and(|v| v == "1") {
-        let extreme = std::env::var("ARENA_BENCH_EXTREME_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_EXTREME_THREADS);
-        counts.push(extreme);
-    }
-    counts.sort_unstable();
-    counts.dedup();
-    counts
+    support::with_extreme(vec![WORKERS])
 }
 
 fn multi_thread(workers: usize) -> Runtime {

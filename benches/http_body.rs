@@ -19,15 +19,15 @@
 //!
 //! `cargo bench --bench http_body --features tower -- --noplot`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroUsize;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+mod support;
 
 use arenabuf::BuddyArena;
 use arenabuf::tower::{ArenaBody, ArenaBodyLayer};
@@ -40,37 +40,8 @@ use tower::{Layer, Service, service_fn};
 use tower_http::body::Limited;
 use tower_http::limit::RequestBodyLimitLayer;
 
-/// Counts every allocation and reallocation of the process.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; the counter is a plain
-// atomic with no allocation of its own.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's layout contract is passed through.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as in `dealloc`, with the caller's `new_size` contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::Counting = support::Counting;
 
 const CHUNK: usize = 16 * 1024;
 const LIMIT: usize = 8 << 20;
@@ -156,9 +127,9 @@ fn bench(c: &mut Criterion) {
                 let mut total = 0;
                 for _ in 0..N {
                     let req = request(chunks, size, content_length);
-                    let before = ALLOCS.load(Ordering::Relaxed);
+                    let before = support::allocations();
                     run(req);
-                    total += ALLOCS.load(Ordering::Relaxed) - before;
+                    total += support::allocations() - before;
                 }
                 total as f64 / N as f64
             };
@@ -219,16 +190,8 @@ fn bench(c: &mut Criterion) {
 /// Records the allocation counts beside criterion's results, for
 /// `tools/bench-report` (`<criterion-dir>/http_body_allocs.json`).
 fn write_allocs(cases: &[String]) {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("target"))
-        .join("criterion");
     let json = format!("{{\n  \"cases\": [\n{}\n  ]\n}}\n", cases.join(",\n"));
-    let path = dir.join("http_body_allocs.json");
-    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, json)) {
-        Ok(()) => println!("allocation counts written to {}", path.display()),
-        Err(e) => eprintln!("could not write {}: {e}", path.display()),
-    }
+    support::write_criterion_file("http_body_allocs.json", &json);
 }
 
 criterion_group!(benches, bench);

@@ -23,15 +23,15 @@
 //! allocator over one extra, untimed pass per case, printed as allocations
 //! per MiB and written to `target/criterion/io_allocs.json`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::io;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+mod support;
 
 use arenabuf::codec::{ArenaLengthDelimitedCodec, LengthDelimited};
 use arenabuf::io::{ArenaReader, Framing};
@@ -49,40 +49,8 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 // Counting allocator
 // ---------------------------------------------------------------------------
 
-/// Counts heap allocations (`alloc`, `alloc_zeroed` and `realloc` calls).
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; it only
-// counts them.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::Counting = support::Counting;
 
 // ---------------------------------------------------------------------------
 // The stream
@@ -241,9 +209,9 @@ fn io_frames(c: &mut Criterion) {
     for (consumer, hold) in consumers {
         for imp in imps {
             let warm = run(&rt, imp, hold, &wire, &arenas);
-            let before = ALLOCS.load(Ordering::Relaxed);
+            let before = support::allocations();
             let (n, _) = run(&rt, imp, hold, &wire, &arenas);
-            let count = ALLOCS.load(Ordering::Relaxed) - before;
+            let count = support::allocations() - before;
             assert_eq!(n, frame_count, "{} lost frames", imp.id());
             assert_eq!(warm.0, frame_count);
             assert_eq!(arenas.fixed.metrics().live_slots, 0, "reader arena leaked");
@@ -277,10 +245,6 @@ fn io_frames(c: &mut Criterion) {
 
 /// Writes the allocation counts next to Criterion's estimates, for reports.
 fn write_allocs(allocs: &[(&str, &str, u64, f64)], stream_bytes: usize, frames: u64) {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("target"))
-        .join("criterion");
     let cases: Vec<String> = allocs
         .iter()
         .map(|(imp, consumer, count, per_mib)| {
@@ -293,11 +257,7 @@ fn write_allocs(allocs: &[(&str, &str, u64, f64)], stream_bytes: usize, frames: 
         "{{\n  \"stream_bytes\": {stream_bytes},\n  \"frames\": {frames},\n  \"cases\": [\n{}\n  ]\n}}\n",
         cases.join(",\n")
     );
-    let path = dir.join("io_allocs.json");
-    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, json)) {
-        Ok(()) => println!("allocation counts written to {}", path.display()),
-        Err(e) => eprintln!("could not write {}: {e}", path.display()),
-    }
+    support::write_criterion_file("io_allocs.json", &json);
 }
 
 criterion_group!(benches, io_frames);
