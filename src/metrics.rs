@@ -12,7 +12,10 @@ use crate::sync::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct FixedMetrics {
-    /// Successful allocations since the arena was built.
+    /// Successful allocations since the arena was built: slots and blocks
+    /// handed out, including one handed to a waiting task whose future was
+    /// dropped before it picked the buffer up (that one goes straight on to
+    /// the next waiter or back to the arena, and counts as released too).
     pub alloc_count: u64,
     /// Allocations that failed with [`AllocError::ArenaFull`](crate::AllocError::ArenaFull).
     pub alloc_failure_count: u64,
@@ -36,7 +39,10 @@ pub struct FixedMetrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct BuddyMetrics {
-    /// Successful allocations since the arena was built.
+    /// Successful allocations since the arena was built: slots and blocks
+    /// handed out, including one handed to a waiting task whose future was
+    /// dropped before it picked the buffer up (that one goes straight on to
+    /// the next waiter or back to the arena, and counts as released too).
     pub alloc_count: u64,
     /// Allocations that failed with [`AllocError::ArenaFull`](crate::AllocError::ArenaFull).
     pub alloc_failure_count: u64,
