@@ -122,11 +122,29 @@ impl FixedInner {
         self.claim_search(key)
     }
 
-    /// Searches every word, twice, starting at this thread's hint.
+    /// Probes a few pseudo-random words, then searches every word, twice,
+    /// starting at this thread's hint.
+    ///
+    /// The probes spread threads out when much of the arena is held: a
+    /// linear search alone takes every thread whose hint is full to the
+    /// same first word with room, where they then share a cache line.
     #[cold]
     #[inline(never)]
     fn claim_search(&self, key: usize) -> Option<(usize, u32)> {
+        /// Random words tried before the ordered search (a few extra loads
+        /// when the arena is nearly full; most probes succeed while a
+        /// quarter of it is free).
+        const PROBES: usize = 4;
         let n = self.words.len();
+        if n > 1 {
+            for _ in 0..PROBES {
+                let w = sync::random_word(n);
+                if let Some(bit) = claim_in_word(&self.words[w].0) {
+                    sync::set_word_hint(key, w);
+                    return Some((w, bit));
+                }
+            }
+        }
         let start = sync::word_hint(key, n);
         for _pass in 0..2 {
             let mut w = start;

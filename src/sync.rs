@@ -73,9 +73,29 @@ pub(crate) fn set_word_hint(key: usize, word: usize) {
     LAST_WORD.with(|c| c.set((key, word)));
 }
 
+/// A pseudo-random word of `words` (> 0), from a per-thread xorshift
+/// generator: where a thread whose hint word is full probes next, so that
+/// threads do not all meet at the first word with room.
+#[cfg(not(arenabuf_loom))]
+#[inline]
+pub(crate) fn random_word(words: usize) -> usize {
+    PROBE.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            x = thread_index() as u64 | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        ((u128::from(x) * words as u128) >> 64) as usize
+    })
+}
+
 #[cfg(not(arenabuf_loom))]
 thread_local! {
     static LAST_WORD: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+    static PROBE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 // Under loom every thread starts at word 0 and shares shard 0: the models are
@@ -95,6 +115,10 @@ pub(crate) fn word_hint(_key: usize, _words: usize) -> usize {
 }
 #[cfg(arenabuf_loom)]
 pub(crate) fn set_word_hint(_key: usize, _word: usize) {}
+#[cfg(arenabuf_loom)]
+pub(crate) fn random_word(_words: usize) -> usize {
+    0
+}
 
 /// Locks a mutex, ignoring poisoning.
 ///
