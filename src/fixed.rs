@@ -11,7 +11,9 @@
 //!
 //! - **Claim**: start at the word this thread last claimed from or released
 //!   into (or a per-thread word), `fetch_or` the lowest clear bit; if another
-//!   thread got there first, reload the word and try its next clear bit. Full words are skipped; the search covers every word twice
+//!   thread got there first, reload the word and try its next clear bit.
+//!   When that word is full, a few pseudo-random words are probed first,
+//!   which keeps threads from converging on the first word with room. Full words are skipped; the search covers every word twice
 //!   before it reports [`AllocError::ArenaFull`], so a failure means every
 //!   slot was seen in use.
 //! - **Release**: one `fetch_and` clearing the bit. That is the only shared
