@@ -13,9 +13,10 @@
 //!   into (or a per-thread word), `fetch_or` the lowest clear bit; if another
 //!   thread got there first, reload the word and try its next clear bit.
 //!   When that word is full, a few pseudo-random words are probed first,
-//!   which keeps threads from converging on the first word with room. Full words are skipped; the search covers every word twice
-//!   before it reports [`AllocError::ArenaFull`], so a failure means every
-//!   slot was seen in use.
+//!   which keeps threads from converging on the first word with room; then
+//!   the search covers every word twice (full words are skipped) before it
+//!   reports [`AllocError::ArenaFull`], so a failure means every slot was
+//!   seen in use.
 //! - **Release**: one `fetch_and` clearing the bit. That is the only shared
 //!   write; the per-slot release counter lives beside the slot and is written
 //!   only by the slot's owner. With `async-alloc` the release is a load and a
