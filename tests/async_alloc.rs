@@ -27,6 +27,19 @@ use rand::{Rng, SeedableRng};
 /// Generous bound for a whole multi-task scenario: a hang guard only.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
+/// Awaits every task, failing the test if one panicked or if they have not
+/// all finished within [`HANG_GUARD`].
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>, what: &str) {
+    tokio::time::timeout(HANG_GUARD, async {
+        for task in tasks {
+            task.await
+                .unwrap_or_else(|e| panic!("{what}: a task panicked: {e}"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("hang guard: {what} did not finish"));
+}
+
 fn nz(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).expect("non-zero")
 }
@@ -176,13 +189,7 @@ async fn fixed_many_tasks_share_eight_slots() {
             }
         }));
     }
-    tokio::time::timeout(HANG_GUARD, async {
-        for task in tasks {
-            task.await.expect("task panicked");
-        }
-    })
-    .await
-    .expect("hang guard: tasks did not finish");
+    join_all(tasks, "tasks").await;
 
     let total = TASKS * ROUNDS;
     assert_eq!(done.load(Ordering::SeqCst), total);
@@ -227,13 +234,7 @@ async fn buddy_many_tasks_share_a_small_arena() {
             }
         }));
     }
-    tokio::time::timeout(HANG_GUARD, async {
-        for task in tasks {
-            task.await.expect("task panicked");
-        }
-    })
-    .await
-    .expect("hang guard: tasks did not finish");
+    join_all(tasks, "tasks").await;
 
     let total = TASKS * ROUNDS;
     assert_eq!(done.load(Ordering::SeqCst), total);
@@ -746,13 +747,7 @@ async fn buddy_large_waiter_is_not_starved_by_small_ones() {
     );
     stop.store(true, Ordering::SeqCst);
     drop(big);
-    tokio::time::timeout(HANG_GUARD, async {
-        for task in tasks {
-            task.await.expect("small task panicked");
-        }
-    })
-    .await
-    .expect("hang guard: small tasks did not stop");
+    join_all(tasks, "small tasks").await;
     let m = arena.metrics();
     assert!(m.wait_count >= 1, "{m:?}");
     assert_buddy_all_free(&arena);

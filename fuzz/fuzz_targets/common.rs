@@ -106,6 +106,16 @@ impl Arena {
     }
 }
 
+/// What a decoder does with a full arena, from the same input byte that
+/// picks the arena (its bit 0x20).
+pub fn on_full(arena_byte: u8) -> arenabuf::codec::OnFull {
+    if arena_byte & 0x20 != 0 {
+        arenabuf::codec::OnFull::Spill
+    } else {
+        arenabuf::codec::OnFull::Error
+    }
+}
+
 /// Whether a decoder error came from the arena (full, or a frame that can
 /// never fit) rather than from the input.
 pub fn is_alloc_error(e: &std::io::Error) -> bool {

@@ -44,11 +44,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let max_length = input.pick(&[0, 1, 3, 16, 100, usize::MAX]);
     let arena_byte = input.u8();
-    let on_full = if arena_byte & 0x20 != 0 {
-        OnFull::Spill
-    } else {
-        OnFull::Error
-    };
+    let on_full = common::on_full(arena_byte);
     let seed = input.u16();
     let max_read = input.pick(&[1, 2, 3, 7, 64, 4096]);
     let keep = usize::from(input.u8() % 8);

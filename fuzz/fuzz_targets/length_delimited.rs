@@ -52,11 +52,7 @@ fuzz_target!(|data: &[u8]| {
         max_frame: [0, 1, 5, 64, 300, 4096, 65536][usize::from(b3 >> 1) % 7],
     };
     let arena_byte = input.u8();
-    let on_full = if arena_byte & 0x20 != 0 {
-        OnFull::Spill
-    } else {
-        OnFull::Error
-    };
+    let on_full = common::on_full(arena_byte);
     let seed = input.u16();
     let max_read = input.pick(&[1, 2, 3, 7, 64, 4096]);
     let keep = usize::from(input.u8() % 8);
