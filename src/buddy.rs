@@ -107,7 +107,12 @@ struct FreeLists {
     failures: u64,
     closed: bool,
     #[cfg(feature = "async-alloc")]
-    waiters: crate::wait::Waiters<u32>,
+    waiters: crate::wait::Waiters,
+    /// The head waiter that could not be carved (its arrival number), and
+    /// the bytes that waiters behind it may still take before it (see
+    /// "Waiting" in the module docs).
+    #[cfg(feature = "async-alloc")]
+    stuck_head: Option<(u64, usize)>,
     /// Whether cache slots may hold [`WAIT_SLOT`] markers (set by a flush
     /// while tasks wait, cleared once the emptied queue took them back), so
     /// that releases through the lists scan the cache only when they must.
@@ -283,8 +288,10 @@ impl BuddyInner {
         }
     }
 
-    /// Serves head waiters, in order, while their blocks can be carved;
-    /// returns the wakers to call after unlocking.
+    /// Serves waiters while their blocks can be carved: the head first;
+    /// while the head cannot be carved, the earliest waiter behind it whose
+    /// block can, within the head's bypass allowance. Returns the wakers to
+    /// call after unlocking.
     #[cfg(feature = "async-alloc")]
     fn serve_waiters(
         &self,
@@ -292,10 +299,38 @@ impl BuddyInner {
         lists: &mut FreeLists,
     ) -> Vec<std::task::Waker> {
         let mut wake = Vec::new();
-        while let Some(k) = lists.waiters.head() {
-            let Some(b) = lists.take(k) else { break };
+        while let Some((k, seq)) = lists.waiters.head() {
+            if let Some(b) = lists.take(k as u32) {
+                lists.stuck_head = None;
+                self.allocs.add(sync::thread_index());
+                wake.extend(lists.waiters.grant(k, self.lease(this, b, k as u32)));
+                continue;
+            }
+            // The head is stuck. Its allowance is what was free when it got
+            // stuck: memory released since then is never spent on others.
+            let allowance = match lists.stuck_head {
+                Some((s, left)) if s == seq => left,
+                _ => lists.free_bytes,
+            };
+            lists.stuck_head = Some((seq, allowance));
+            let Some(largest) = lists.largest_free_order() else {
+                break;
+            };
+            // Orders that fit both the largest free block and the allowance.
+            let affordable = match (allowance >> self.min_shift).checked_ilog2() {
+                Some(j) => j.min(largest),
+                None => break,
+            };
+            let Some(j) = lists.waiters.first_up_to(affordable as usize) else {
+                break;
+            };
+            let b = lists.take(j as u32).expect("j <= the largest free order");
+            lists.stuck_head = Some((seq, allowance - (self.min_block_size << j)));
             self.allocs.add(sync::thread_index());
-            wake.push(lists.waiters.grant_head(self.lease(this, b, k)));
+            wake.extend(lists.waiters.grant(j, self.lease(this, b, j as u32)));
+        }
+        if lists.waiters.is_empty() {
+            lists.stuck_head = None;
         }
         if lists.wait_markers && lists.waiters.is_empty() && !lists.closed {
             lists.wait_markers = false;
@@ -363,13 +398,14 @@ impl BuddyLease {
         let wake = arena.serve_waiters(self.inner, &mut lists);
         let last = lists.closed && lists.free_bytes == arena.total_size;
         drop(lists);
-        #[cfg(feature = "async-alloc")]
-        wake.into_iter().for_each(std::task::Waker::wake);
         if last {
             // SAFETY: closed (no handles) and all memory free (no leases):
             // nobody else can reach the arena, and we hold no borrow of it.
             unsafe { teardown(self.inner) }
         }
+        // The wakers are the tasks' own, not the arena's.
+        #[cfg(feature = "async-alloc")]
+        crate::wait::wake_all(wake);
     }
 }
 
@@ -493,7 +529,7 @@ impl BuddyArena {
         BuddyAllocate {
             arena: crate::wait::ArenaRef::Borrowed(self),
             len,
-            ticket: None,
+            state: crate::wait::WaitState::Start,
         }
     }
 
@@ -501,6 +537,19 @@ impl BuddyArena {
     #[cfg(feature = "async-alloc")]
     pub(crate) fn count_spill(&self) {
         self.inner().spills.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The lock of the lists and the wait queue, held (tests check what
+    /// works without it).
+    #[cfg(all(test, feature = "async-alloc"))]
+    pub(crate) fn lock_queue(&self) -> impl Sized + '_ {
+        sync::lock(&self.inner().lists)
+    }
+
+    /// Entries the wait queue's buffers have room for now.
+    #[cfg(all(test, feature = "async-alloc"))]
+    pub(crate) fn queue_capacity(&self) -> usize {
+        sync::lock(&self.inner().lists).waiters.heap_entries()
     }
 
     /// The arena's size in bytes.
@@ -675,6 +724,8 @@ impl BuddyArenaBuilder {
             #[cfg(feature = "async-alloc")]
             waiters: crate::wait::Waiters::new(),
             #[cfg(feature = "async-alloc")]
+            stuck_head: None,
+            #[cfg(feature = "async-alloc")]
             wait_markers: false,
         };
         lists.link(0, max_order);
@@ -706,12 +757,17 @@ impl BuddyArenaBuilder {
 ///
 /// `BuddyAllocate<'static>` (from the [`BufferSource`](crate::BufferSource)
 /// impl) owns a handle instead of borrowing one.
+///
+/// # Panics
+///
+/// Polling it again after it returned `Ready` panics (one future, one
+/// result); call `allocate_async()` again for another buffer.
 #[cfg(feature = "async-alloc")]
 #[must_use = "futures do nothing unless polled"]
 pub struct BuddyAllocate<'a> {
     arena: crate::wait::ArenaRef<'a, BuddyArena>,
     len: NonZeroUsize,
-    ticket: Option<u64>,
+    state: crate::wait::WaitState,
 }
 
 #[cfg(feature = "async-alloc")]
@@ -721,7 +777,7 @@ impl BuddyAllocate<'static> {
         Self {
             arena: crate::wait::ArenaRef::Owned(arena),
             len,
-            ticket: None,
+            state: crate::wait::WaitState::Start,
         }
     }
 }
@@ -738,10 +794,13 @@ impl std::future::Future for BuddyAllocate<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = &mut *self;
-        if this.ticket.is_none() {
+        if let crate::wait::WaitState::Start = this.state {
             match this.arena.allocate(this.len) {
                 Err(AllocError::ArenaFull) => {}
-                done => return std::task::Poll::Ready(done),
+                done => {
+                    this.state = crate::wait::WaitState::Done;
+                    return std::task::Poll::Ready(done);
+                }
             }
         }
         this.poll_wait(cx)
@@ -750,24 +809,26 @@ impl std::future::Future for BuddyAllocate<'_> {
 
 #[cfg(feature = "async-alloc")]
 impl BuddyAllocate<'_> {
-    /// Picks up a grant (with a ticket), or queues (without one, after
-    /// `allocate` found the arena full).
+    /// Picks up a grant (once queued), or queues (after `allocate` found
+    /// the arena full).
     #[cold]
     #[inline(never)]
     fn poll_wait(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<Buffer, AllocError>> {
+        use crate::wait::WaitState;
         use std::task::Poll;
 
         let this = self;
+        this.state.check_not_done();
         let handle: &BuddyArena = &this.arena;
         let arena = handle.inner();
-        if let Some(ticket) = this.ticket {
-            let mut lists = sync::lock(&arena.lists);
-            return match lists.waiters.poll(ticket, cx.waker()) {
+        if let WaitState::Queued(node) = &this.state {
+            // The grant is written into our node: no arena lock needed.
+            return match node.poll(cx.waker()) {
                 Some(lease) => {
-                    this.ticket = None;
+                    this.state = WaitState::Done;
                     Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill)))
                 }
                 None => Poll::Pending,
@@ -775,43 +836,51 @@ impl BuddyAllocate<'_> {
         }
         let k = match handle.order_for(this.len.get()) {
             Ok(k) => k,
-            Err(e) => return Poll::Ready(Err(e)),
+            Err(e) => {
+                this.state = WaitState::Done;
+                return Poll::Ready(Err(e));
+            }
         };
         let mut lists = sync::lock(&arena.lists);
         let first = lists.waiters.is_empty();
-        let ticket = lists.waiters.register(k, cx.waker());
+        let node = lists.waiters.register(k as usize, cx.waker());
         if first {
             // Park nothing from now on, and move what is parked to the
             // lists, where the queue can use it.
             arena.flush(&mut lists);
         }
         let wake = arena.serve_waiters(handle.inner, &mut lists);
-        let mine = lists.waiters.poll(ticket, cx.waker());
         drop(lists);
-        wake.into_iter().for_each(std::task::Waker::wake);
-        match mine {
-            Some(lease) => Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill))),
+        let poll = match node.poll(cx.waker()) {
+            Some(lease) => {
+                this.state = WaitState::Done;
+                Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill)))
+            }
             None => {
-                this.ticket = Some(ticket);
+                this.state = WaitState::Queued(node);
                 Poll::Pending
             }
-        }
+        };
+        crate::wait::wake_all(wake);
+        poll
     }
 }
 
 #[cfg(feature = "async-alloc")]
 impl Drop for BuddyAllocate<'_> {
     fn drop(&mut self) {
-        let Some(ticket) = self.ticket else { return };
+        let crate::wait::WaitState::Queued(node) = &self.state else {
+            return;
+        };
         let arena = self.arena.inner();
         let mut lists = sync::lock(&arena.lists);
-        let cancelled = lists.waiters.cancel(ticket);
+        let cancelled = lists.waiters.cancel(node);
         // The head may have left: serve whoever can be served now.
         let wake = arena.serve_waiters(self.arena.inner, &mut lists);
         drop(lists);
-        wake.into_iter().for_each(std::task::Waker::wake);
         // A grant we never picked up goes back through the release path.
         drop(cancelled);
+        crate::wait::wake_all(wake);
     }
 }
 
@@ -820,7 +889,10 @@ impl fmt::Debug for BuddyAllocate<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BuddyAllocate")
             .field("len", &self.len)
-            .field("waiting", &self.ticket.is_some())
+            .field(
+                "waiting",
+                &matches!(self.state, crate::wait::WaitState::Queued(_)),
+            )
             .finish()
     }
 }

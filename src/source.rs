@@ -93,7 +93,10 @@ impl Future for FixedWait {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
             Ok(wait) => Pin::new(wait).poll(cx).map(Ok),
-            Err(e) => Poll::Ready(Err(e.take().expect("FixedWait polled after completion"))),
+            Err(e) => match e.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => crate::wait::polled_after_completion(),
+            },
         }
     }
 }
