@@ -37,16 +37,25 @@
 //!
 //! The wait queue lives under the same mutex as the free lists. While tasks
 //! wait, every cache slot holds the [`WAIT_SLOT`] marker, so releases go to
-//! the mutex: they merge their block, then serve the queue. Waiters are
-//! served strictly first come, first served: the head waiter gets the next
-//! block of its order that can be carved, and nobody behind it is served
-//! before it, even if a smaller request could be. A large request is
-//! therefore never starved by a stream of small ones (their releases merge
-//! until it fits), and there is no deadlock as long as the buffers that are
-//! out are eventually dropped. For the same reason a synchronous
-//! [`BuddyArena::allocate`] that would need the lists answers
-//! [`AllocError::ArenaFull`] while tasks wait, rather than take memory the
-//! head waiter is waiting to see merged.
+//! the mutex: they merge their block, then serve the queue. The rule:
+//!
+//! 1. The head waiter (the earliest) is served as soon as its block can be
+//!    carved.
+//! 2. While the head cannot be carved, the earliest waiter behind it whose
+//!    block can be carved is served, within the head's **bypass
+//!    allowance**: the bytes that were free when the head got stuck. Each
+//!    bypass spends its block's size; memory released after the head got
+//!    stuck is never spent on others, so it accumulates for the head.
+//!
+//! Why both halves: strict first-come-first-served (the earlier rule)
+//! wedges a server when the head's block is pinned by data whose owner
+//! waits *behind* the head for a block that sits free (a batching consumer
+//! keeping one small frame per connection is enough). Rule 2 serves it from
+//! idle memory. Yet a large request is not starved by a churn of smaller
+//! ones: they can overtake it by at most its allowance, after which every
+//! release merges towards it. A synchronous [`BuddyArena::allocate`] that
+//! would need the lists answers [`AllocError::ArenaFull`] while tasks wait,
+//! rather than take memory a waiter is owed.
 //!
 //! # Teardown
 //!
