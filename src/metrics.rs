@@ -271,3 +271,53 @@ impl ShardedCounter {
             .fold(0, u64::wrapping_add)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ArenaMetrics, write_prometheus};
+
+    fn metrics(live_bytes: usize, alloc_count: u64) -> ArenaMetrics {
+        ArenaMetrics {
+            live_bytes,
+            alloc_count,
+            reserved_bytes: 4096,
+            ..ArenaMetrics::default()
+        }
+    }
+
+    #[test]
+    fn prometheus_text_has_each_family_once_and_every_arena() {
+        let mut text = String::new();
+        write_prometheus(&mut text, &[("a", metrics(10, 3)), ("b", metrics(20, 4))]).unwrap();
+        for name in [
+            "arenabuf_live_bytes",
+            "arenabuf_reserved_bytes",
+            "arenabuf_waiting_tasks",
+            "arenabuf_allocations_total",
+            "arenabuf_allocation_failures_total",
+            "arenabuf_spills_total",
+            "arenabuf_waits_total",
+        ] {
+            assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1, "{name}");
+            assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1, "{name}");
+        }
+        assert!(text.contains("arenabuf_live_bytes{arena=\"a\"} 10\n"));
+        assert!(text.contains("arenabuf_live_bytes{arena=\"b\"} 20\n"));
+        assert!(text.contains("arenabuf_allocations_total{arena=\"b\"} 4\n"));
+        assert!(text.contains("# TYPE arenabuf_allocations_total counter\n"));
+        // Every line is a comment or `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(series.ends_with("\"}"), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn prometheus_label_values_are_escaped() {
+        let mut text = String::new();
+        write_prometheus(&mut text, &[("a\"b\\c\nd", metrics(1, 1))]).unwrap();
+        assert!(text.contains(r#"arenabuf_live_bytes{arena="a\"b\\c\nd"} 1"#));
+        assert_eq!(text.lines().count(), 7 * 3);
+    }
+}
