@@ -85,7 +85,6 @@
     doc = "[`BufferSource`]: https://docs.rs/arenabuf/latest/arenabuf/trait.BufferSource.html"
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

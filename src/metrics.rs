@@ -298,8 +298,16 @@ mod tests {
             "arenabuf_spills_total",
             "arenabuf_waits_total",
         ] {
-            assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1, "{name}");
-            assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1, "{name}");
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{name}"
+            );
         }
         assert!(text.contains("arenabuf_live_bytes{arena=\"a\"} 10\n"));
         assert!(text.contains("arenabuf_live_bytes{arena=\"b\"} 20\n"));

@@ -37,7 +37,7 @@ use crate::{
 ///
 /// // Metrics, generic over the source: the fields every arena has.
 /// fn in_use<S: BufferSource>(source: &S) -> usize {
-///     arenabuf::ArenaMetrics::from(source.metrics()).live_bytes
+///     source.arena_metrics().live_bytes
 /// }
 /// let held = arena.allocate()?;
 /// assert_eq!(in_use(&arena), 1024);
@@ -54,9 +54,16 @@ pub trait BufferSource: Clone + Send + Sync + 'static {
     type Metrics: Into<ArenaMetrics> + std::fmt::Debug + Clone + Send + 'static;
 
     /// A snapshot of the source's metrics: for a [`FixedArena`] or
-    /// [`BuddyArena`], the same as its inherent `metrics()`. Generic code
-    /// reads the common fields with `ArenaMetrics::from(source.metrics())`.
+    /// [`BuddyArena`], the same as its inherent `metrics()`, with every
+    /// field of [`FixedMetrics`] or [`BuddyMetrics`].
     fn metrics(&self) -> Self::Metrics;
+
+    /// The common view of [`metrics`](BufferSource::metrics): the fields
+    /// every arena has, for code generic over the source (a status line,
+    /// [`write_prometheus`](crate::write_prometheus)).
+    fn arena_metrics(&self) -> ArenaMetrics {
+        self.metrics().into()
+    }
 
     /// The longest buffer this source can ever hand out. Requests above it
     /// fail with [`AllocError::RequestTooLarge`], now and forever.
