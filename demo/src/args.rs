@@ -129,7 +129,9 @@ impl Args {
                                 "fixed" => ArenaKind::Fixed,
                                 "buddy" => ArenaKind::Buddy,
                                 _ => {
-                                    return Err(format!("--arena is fixed or buddy, not {value:?}"));
+                                    return Err(format!(
+                                        "--arena is fixed or buddy, not {value:?}"
+                                    ));
                                 }
                             }
                         }
