@@ -16,7 +16,7 @@
 //! are zero-sized. Crate code calls [`event!`](crate::trace::event) with a
 //! level, a message and `name = value` fields:
 //!
-//! ```ignore
+//! ```text
 //! crate::trace::event!(warn, "arena full", arena = "fixed", reserved_bytes = n);
 //! ```
 
