@@ -320,15 +320,13 @@ fn run_phase<S: BufferSource>(
         std::thread::sleep(tick);
         let now = Instant::now();
         let elapsed = now - started;
-        if elapsed >= run_for {
+        if elapsed >= run_for && sending.is_none() {
             // The clients stop; the phase goes on until every frame sent
             // has been consumed.
             stop.store(true, Ordering::Relaxed);
-        }
-        let clients_done = clients.iter().all(|c| c.is_finished());
-        if clients_done && sending.is_none() {
             sending = Some(elapsed);
         }
+        let clients_done = clients.iter().all(|c| c.is_finished());
         let metrics: Option<ArenaMetrics> = source.as_ref().map(BufferSource::arena_metrics);
         if let Some(m) = metrics {
             arena_peak = arena_peak.max(m.live_bytes);
@@ -507,7 +505,7 @@ async fn client(
 
 fn print_summary(p: &Phase) {
     println!(
-        "\nsummary ({}) after {:.1} s: {:.1} s sending, {:.1} s draining what the kernel buffers held",
+        "\nsummary ({}) after {:.1} s: {:.1} s sending, then {:.1} s draining what was still on its way",
         p.server.name(),
         p.elapsed.as_secs_f64(),
         p.sending.as_secs_f64(),
