@@ -122,7 +122,7 @@ impl BufferSource for FixedArena {
 /// The [`BufferSource::Wait`] future of a [`FixedArena`]: its
 /// [`allocate_async`](FixedArena::allocate_async), after a length check.
 /// With the `tracing` feature, a wait that lasts past the threshold is
-/// reported when it ends (see [`set_slow_wait_threshold`](crate::set_slow_wait_threshold)).
+/// reported when it ends (see `set_slow_wait_threshold`).
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct FixedWait {
@@ -182,7 +182,7 @@ impl BufferSource for BuddyArena {
 /// The [`BufferSource::Wait`] future of a [`BuddyArena`]: its
 /// [`allocate_async`](BuddyArena::allocate_async). With the `tracing`
 /// feature, a wait that lasts past the threshold is reported when it ends
-/// (see [`set_slow_wait_threshold`](crate::set_slow_wait_threshold)).
+/// (see `set_slow_wait_threshold`).
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct BuddyWait {
