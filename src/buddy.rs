@@ -236,6 +236,8 @@ pub(crate) struct BuddyInner {
     handles: AtomicUsize,
     allocs: ShardedCounter,
     spills: AtomicU64,
+    /// The `arena full` event's edge (feature `tracing`; zero-sized without).
+    full: crate::trace::FullEdge,
     /// Under loom, reports the arena as leaked if teardown never runs.
     #[cfg(arenabuf_loom)]
     _track: loom::alloc::Track<()>,
@@ -278,6 +280,7 @@ impl BuddyInner {
             }
         }
         lists.failures += 1;
+        self.full.failed("buddy", self.total_size, lists.failures);
         Err(AllocError::ArenaFull)
     }
 
@@ -518,6 +521,7 @@ impl BuddyArena {
             arena.allocate_slow(k)?
         };
         arena.allocs.add(thread);
+        arena.full.succeeded();
         Ok(Buffer::from_lease(
             arena.lease(self.inner, block, k),
             arena.auto_spill,
@@ -753,6 +757,7 @@ impl BuddyArenaBuilder {
             handles: AtomicUsize::new(1),
             allocs: ShardedCounter::new(),
             spills: AtomicU64::new(0),
+            full: crate::trace::FullEdge::default(),
             #[cfg(arenabuf_loom)]
             _track: loom::alloc::Track::new(()),
         });

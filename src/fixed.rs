@@ -93,6 +93,8 @@ pub(crate) struct FixedInner {
     pending: AtomicUsize,
     failures: AtomicU64,
     spills: AtomicU64,
+    /// The `arena full` event's edge (feature `tracing`; zero-sized without).
+    full: crate::trace::FullEdge,
     #[cfg(feature = "async-alloc")]
     waiters: crate::sync::Mutex<crate::wait::Waiters>,
     /// Under loom, reports the arena as leaked if teardown never runs.
@@ -444,9 +446,12 @@ impl FixedArena {
     pub fn allocate(&self) -> Result<Buffer, AllocError> {
         let arena = self.inner();
         let Some((word, bit)) = arena.claim(self.inner.as_ptr() as usize) else {
-            arena.failures.fetch_add(1, Ordering::Relaxed);
+            let failures = arena.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let reserved = arena.slot_count * arena.slot_capacity;
+            arena.full.failed("fixed", reserved, failures);
             return Err(AllocError::ArenaFull);
         };
+        arena.full.succeeded();
         Ok(Buffer::from_lease(
             arena.lease(self.inner, word, bit),
             arena.auto_spill,
@@ -681,6 +686,7 @@ impl FixedArenaBuilder {
             pending: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
             spills: AtomicU64::new(0),
+            full: crate::trace::FullEdge::default(),
             #[cfg(feature = "async-alloc")]
             waiters: crate::sync::Mutex::new(crate::wait::Waiters::new()),
             #[cfg(arenabuf_loom)]
