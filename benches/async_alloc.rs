@@ -285,7 +285,11 @@ fn async_contended(c: &mut Criterion) {
         });
         let stats = arena.metrics();
         assert_eq!(stats.live_slots, 0, "{stats:?}");
-        assert!(stats.wait_count > 0, "the slots were never contended");
+        // (A filter that skips this benchmark leaves the arena untouched.)
+        assert!(
+            stats.alloc_count == 0 || stats.wait_count > 0,
+            "the slots were never contended"
+        );
 
         let pool = Arc::new(SemaphorePool::new(SHARED_SLOTS, SLOT_CAPACITY));
         group.bench_function(BenchmarkId::new("semaphore_pool", &param), |b| {

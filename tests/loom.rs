@@ -427,7 +427,8 @@ mod waiting {
             let arena = FixedArena::builder(nz(1), nz(1)).build().unwrap();
             let held = arena.allocate().unwrap();
             let mut cx = Context::from_waker(Waker::noop());
-            let mut first = Box::pin(arena.allocate_async());
+            // An owned ('static) future, to be dropped on another thread.
+            let mut first = Box::pin(arenabuf::BufferSource::allocate_wait(&arena, nz(1)));
             assert!(first.as_mut().poll(&mut cx).is_pending());
             let mut second = Box::pin(arena.allocate_async());
             assert!(second.as_mut().poll(&mut cx).is_pending());
@@ -451,7 +452,7 @@ mod waiting {
             let arena = BuddyArena::builder(nz(16), nz(16)).build().unwrap();
             let held = arena.allocate(nz(16)).unwrap();
             let mut cx = Context::from_waker(Waker::noop());
-            let mut first = Box::pin(arena.allocate_async(nz(16)));
+            let mut first = Box::pin(arenabuf::BufferSource::allocate_wait(&arena, nz(16)));
             assert!(first.as_mut().poll(&mut cx).is_pending());
             let mut second = Box::pin(arena.allocate_async(nz(16)));
             assert!(second.as_mut().poll(&mut cx).is_pending());
