@@ -114,6 +114,17 @@ pub const GROUPS: &[GroupSpec] = &[
         metric: Metric::Throughput,
         pairs: &[("arenabuf_async", "semaphore_pool")],
     },
+    GroupSpec {
+        name: "wait_storm",
+        issue: 10,
+        bench: ASYNC,
+        about: "`wN`: N waiters queued on an arena whose N slots (or 64 B blocks) are held; one burst of N frees \
+                hands each to a waiter, then every waiter is polled once to pick it up. Throughput is waiters \
+                per second: equal at w10000 and w80000 means linear. Baseline: N `Semaphore::acquire` futures, \
+                `add_permits(N)`, each polled once.",
+        metric: Metric::Throughput,
+        pairs: &[("arenabuf_fixed", "semaphore"), ("arenabuf_buddy", "semaphore")],
+    },
     // Issue 4: `benches/io.rs`. Its heap allocation counts come from
     // `io_allocs.json` (see `results`).
     GroupSpec {
