@@ -18,7 +18,9 @@ fn nz(n: usize) -> NonZeroUsize {
 
 /// How many of the region's base pages are resident now (`mincore`).
 fn resident_pages(info: &RegionInfo) -> usize {
-    let page = info.page_size().expect("mapped regions know their page size");
+    let page = info
+        .page_size()
+        .expect("mapped regions know their page size");
     let pages = info.len().div_ceil(page);
     let mut vec = vec![0u8; pages];
     // SAFETY: the region is a live mapping of `len` bytes starting at a page
@@ -43,7 +45,11 @@ fn mapped_region_faults_pages_on_first_use_without_prefault() {
     assert_eq!(resident_pages(&info), 0, "nothing touched yet");
     let mut buf = arena.allocate().unwrap();
     buf.put_bytes(7, 4096);
-    assert_eq!(resident_pages(&info), 1, "the first buffer faulted its page in");
+    assert_eq!(
+        resident_pages(&info),
+        1,
+        "the first buffer faulted its page in"
+    );
     let bytes = buf.freeze();
     assert!(bytes.iter().all(|&b| b == 7));
 }
@@ -87,7 +93,9 @@ fn transparent_huge_pages_are_aligned_and_reported() {
     {
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .unwrap_or_default();
-        let backed = info.transparent_huge_bytes().expect("the region is in smaps");
+        let backed = info
+            .transparent_huge_bytes()
+            .expect("the region is in smaps");
         eprintln!(
             "THP policy `{}`: advice {:?}, {backed} of {} bytes on huge pages",
             thp.trim(),
@@ -110,7 +118,12 @@ fn explicit_huge_pages_map_or_say_none_are_reserved() {
     let free = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:")?.trim().parse::<usize>().ok())
+        .find_map(|l| {
+            l.strip_prefix("HugePages_Free:")?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
         .unwrap_or(0);
     let result = BuddyArena::builder(nz(2 << 20), nz(4096))
         .pages(PagePolicy::Huge)
@@ -127,7 +140,10 @@ fn explicit_huge_pages_map_or_say_none_are_reserved() {
             other => panic!("expected HugePagesUnavailable, got {other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains("nr_hugepages") && msg.contains("TransparentHuge"), "{msg}");
+        assert!(
+            msg.contains("nr_hugepages") && msg.contains("TransparentHuge"),
+            "{msg}"
+        );
         eprintln!("no huge pages reserved here: {msg}");
     } else {
         let arena = result.expect("huge pages are reserved");
