@@ -523,7 +523,7 @@ fn first_touch(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .sample_size(20)
         .throughput(Throughput::Bytes((TOUCH_SLOTS * TOUCH_SLOT) as u64));
-    let param = format!("{}MiB", TOUCH_SLOTS * TOUCH_SLOT >> 20);
+    let param = format!("{}MiB", (TOUCH_SLOTS * TOUCH_SLOT) >> 20);
     for kind in [
         "arenabuf",
         "arenabuf_zeroed",
@@ -610,7 +610,9 @@ fn pages_roundtrip(c: &mut Criterion) {
     ];
     for (name, arena) in &arenas {
         let Some(arena) = arena else {
-            eprintln!("pages_roundtrip: {name} unavailable here (no huge pages reserved?), skipped");
+            eprintln!(
+                "pages_roundtrip: {name} unavailable here (no huge pages reserved?), skipped"
+            );
             continue;
         };
         let mut ring: VecDeque<Bytes> = (0..PAGES_RING)
@@ -629,9 +631,7 @@ fn pages_roundtrip(c: &mut Criterion) {
             });
         });
     }
-    let mut ring: VecDeque<Bytes> = (0..PAGES_RING)
-        .map(|_| Bytes::from(data.clone()))
-        .collect();
+    let mut ring: VecDeque<Bytes> = (0..PAGES_RING).map(|_| Bytes::from(data.clone())).collect();
     group.bench_function(BenchmarkId::new("bytesmut", &param), |b| {
         b.iter(|| {
             drop(ring.pop_front());
