@@ -515,6 +515,12 @@ fn touch_arena(kind: &str) -> Option<arenabuf::FixedArena> {
 /// the others pay here. `bytesmut` does the same with `BytesMut`s from the
 /// global allocator. `arenabuf_huge` runs only where huge pages are
 /// reserved.
+///
+/// `arenabuf_mapped` is the cold first touch (a fresh mapping every time).
+/// `arenabuf` is the default as users get it, which is not always cold:
+/// glibc raises its mmap threshold after a large block is freed, and then
+/// serves the next region from its heap, whose pages an earlier iteration
+/// already touched (the same holds for `bytesmut`).
 fn first_touch(c: &mut Criterion) {
     let data = source(TOUCH_SLOT);
     let mut group = c.benchmark_group("first_touch");
