@@ -45,10 +45,11 @@ fn mapped_region_faults_pages_on_first_use_without_prefault() {
     assert_eq!(resident_pages(&info), 0, "nothing touched yet");
     let mut buf = arena.allocate().unwrap();
     buf.put_bytes(7, 4096);
-    assert_eq!(
-        resident_pages(&info),
-        1,
-        "the first buffer faulted its page in"
+    // One page, or one small folio where the kernel uses multi-size THP.
+    let resident = resident_pages(&info);
+    assert!(
+        (1..64).contains(&resident),
+        "the first buffer faulted its page in, not the region: {resident}"
     );
     let bytes = buf.freeze();
     assert!(bytes.iter().all(|&b| b == 7));
