@@ -73,14 +73,15 @@ use std::ptr::NonNull;
 use crate::buffer::{Buffer, Home, Lease};
 use crate::error::{AllocError, BuildError};
 use crate::metrics::{BuddyMetrics, ShardedCounter};
-use crate::region::{Region, scrub};
+use crate::region::table::{try_box, try_table};
+use crate::region::{MemoryConfig, Region, scrub};
 use crate::sync::{self, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Cache slots per order.
 const WAYS: usize = 4;
 /// Most minimum blocks an arena may have (indices are `u32`, with two
 /// values kept for markers); also bounds `max_order` to 31.
-const MAX_BLOCKS: usize = 1 << 31;
+pub(crate) const MAX_BLOCKS: usize = 1 << 31;
 /// No block: end of a list, or an empty cache slot.
 const NIL: u32 = u32::MAX;
 /// Marks a cache slot of a closed arena: nothing may park there any more.
@@ -472,7 +473,13 @@ impl BuddyArena {
             min_block_size,
             auto_spill: false,
             zero_on_release: false,
+            memory: MemoryConfig::new(),
         }
+    }
+
+    /// The arena's memory (for the getters in `crate::region`).
+    pub(crate) fn memory(&self) -> &Region {
+        &self.inner().region
     }
 
     #[inline]
@@ -645,14 +652,20 @@ impl fmt::Debug for BuddyArena {
     }
 }
 
-/// Configures and builds a [`BuddyArena`]; from [`BuddyArena::builder`].
-#[derive(Debug, Clone)]
+/// Configures and builds a [`BuddyArena`]; from [`BuddyArena::builder`],
+/// [`BuddyArena::builder_nearest`] or [`BuddyArena::builder_in`] (on memory
+/// the caller provides).
+///
+/// The memory options (`prefault`, `buffer_alignment`, `pages`) are in
+/// `crate::region`.
+#[derive(Debug)]
 #[must_use = "call .build() to create the arena"]
 pub struct BuddyArenaBuilder {
     total_size: NonZeroUsize,
     min_block_size: NonZeroUsize,
     auto_spill: bool,
     zero_on_release: bool,
+    pub(crate) memory: MemoryConfig,
 }
 
 impl BuddyArenaBuilder {
@@ -682,14 +695,22 @@ impl BuddyArenaBuilder {
     /// Validates the geometry, reserves the memory and builds the arena.
     ///
     /// Besides the region itself, the arena keeps 9 bytes of bookkeeping per
-    /// minimum block.
+    /// minimum block on the heap. Every allocation `build()` makes is
+    /// fallible.
     ///
     /// # Errors
     ///
     /// [`BuildError::MinBlockNotPowerOfTwo`],
-    /// [`BuildError::TotalNotPowerOfTwoMultiple`],
+    /// [`BuildError::TotalNotPowerOfTwoMultiple`] (or use
+    /// [`BuddyArena::builder_nearest`]),
     /// [`BuildError::TooManyBlocks`] (more than 2^31 minimum blocks), or
-    /// [`BuildError::OutOfMemory`].
+    /// [`BuildError::OutOfMemory`] (the region or the bookkeeping); for the
+    /// memory options, [`BuildError::RegionTooSmall`],
+    /// [`BuildError::RegionMisaligned`],
+    /// [`BuildError::AlignmentNotPowerOfTwo`], [`BuildError::SizeNotAligned`],
+    /// [`BuildError::HugePagesUnavailable`], [`BuildError::MapFailed`] or
+    /// [`BuildError::InvalidRegion`]. A caller-provided region is dropped
+    /// when `build()` fails (its deallocation callback runs).
     pub fn build(self) -> Result<BuddyArena, BuildError> {
         let (total, min) = (self.total_size.get(), self.min_block_size.get());
         if !min.is_power_of_two() {
@@ -720,12 +741,12 @@ impl BuddyArenaBuilder {
         }
         let min_shift = min.trailing_zeros();
         let max_order = blocks.trailing_zeros();
-        let region = Region::new(total, self.zero_on_release)?;
+        let region = self.memory.reserve(total, min, self.zero_on_release)?;
         let mut lists = FreeLists {
             heads: [NIL; 32],
-            next: vec![NIL; blocks].into_boxed_slice(),
-            prev: vec![NIL; blocks].into_boxed_slice(),
-            tag: vec![0; blocks].into_boxed_slice(),
+            next: try_table(blocks, |_| NIL)?,
+            prev: try_table(blocks, |_| NIL)?,
+            tag: try_table(blocks, |_| 0)?,
             nonempty: 0,
             free_bytes: 0,
             min_shift,
@@ -742,10 +763,10 @@ impl BuddyArenaBuilder {
             wait_markers: false,
         };
         lists.link(0, max_order);
-        let cache = (0..(max_order as usize + 1) * WAYS)
-            .map(|_| Way(AtomicU32::new(NIL)))
-            .collect();
-        let inner = Box::new(BuddyInner {
+        let cache = try_table((max_order as usize + 1) * WAYS, |_| {
+            Way(AtomicU32::new(NIL))
+        })?;
+        let inner = try_box(BuddyInner {
             lists: Mutex::new(lists),
             cache,
             region,
@@ -760,7 +781,7 @@ impl BuddyArenaBuilder {
             full: crate::trace::FullEdge::default(),
             #[cfg(arenabuf_loom)]
             _track: loom::alloc::Track::new(()),
-        });
+        })?;
         Ok(BuddyArena {
             inner: NonNull::from(Box::leak(inner)),
         })

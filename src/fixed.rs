@@ -53,7 +53,8 @@ use std::ptr::NonNull;
 use crate::buffer::{Buffer, Home, Lease};
 use crate::error::{AllocError, BuildError};
 use crate::metrics::FixedMetrics;
-use crate::region::{Region, scrub};
+use crate::region::table::{try_box, try_table};
+use crate::region::{MemoryConfig, Region, scrub};
 use crate::sync::{self, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots covered by one bitmap word.
@@ -427,7 +428,13 @@ impl FixedArena {
             slot_capacity,
             auto_spill: false,
             zero_on_release: false,
+            memory: MemoryConfig::new(),
         }
+    }
+
+    /// The arena's memory (for the getters in `crate::region`).
+    pub(crate) fn memory(&self) -> &Region {
+        &self.inner().region
     }
 
     #[inline]
@@ -614,14 +621,19 @@ impl fmt::Debug for FixedArena {
     }
 }
 
-/// Configures and builds a [`FixedArena`]; from [`FixedArena::builder`].
-#[derive(Debug, Clone)]
+/// Configures and builds a [`FixedArena`]; from [`FixedArena::builder`] or
+/// [`FixedArena::builder_in`] (on memory the caller provides).
+///
+/// The memory options (`prefault`, `buffer_alignment`, `pages`) are in
+/// `crate::region`.
+#[derive(Debug)]
 #[must_use = "call .build() to create the arena"]
 pub struct FixedArenaBuilder {
     slot_count: NonZeroUsize,
     slot_capacity: NonZeroUsize,
     auto_spill: bool,
     zero_on_release: bool,
+    pub(crate) memory: MemoryConfig,
 }
 
 impl FixedArenaBuilder {
@@ -648,13 +660,24 @@ impl FixedArenaBuilder {
         self
     }
 
-    /// Reserves the arena's memory and builds it.
+    /// Reserves the arena's memory (or takes the caller's region) and builds
+    /// it.
+    ///
+    /// Besides the region itself, the arena keeps about 9 bytes of
+    /// bookkeeping per slot on the heap: an 8-byte release counter per slot
+    /// and a 64-byte bitmap word per 62 slots. Every allocation `build()`
+    /// makes is fallible.
     ///
     /// # Errors
     ///
     /// [`BuildError::FixedSizeOverflow`] if `slot_count * slot_capacity` does
     /// not fit in `isize`; [`BuildError::OutOfMemory`] if the system cannot
-    /// provide it.
+    /// provide the region or the bookkeeping; for the memory options,
+    /// [`BuildError::RegionTooSmall`], [`BuildError::RegionMisaligned`],
+    /// [`BuildError::AlignmentNotPowerOfTwo`], [`BuildError::SizeNotAligned`],
+    /// [`BuildError::HugePagesUnavailable`], [`BuildError::MapFailed`] or
+    /// [`BuildError::InvalidRegion`]. A caller-provided region is dropped
+    /// when `build()` fails (its deallocation callback runs).
     pub fn build(self) -> Result<FixedArena, BuildError> {
         let (slot_count, slot_capacity) = (self.slot_count.get(), self.slot_capacity.get());
         let overflow = BuildError::FixedSizeOverflow {
@@ -668,12 +691,14 @@ impl FixedArenaBuilder {
         let n_words = slot_count.div_ceil(SLOTS_PER_WORD);
         let used_in_last = slot_count - (n_words - 1) * SLOTS_PER_WORD;
         let last_pad = !FLAGS & !((1u64 << used_in_last) - 1);
-        let region = Region::new(total, self.zero_on_release)?;
-        let words: Box<[Word]> = (0..n_words)
-            .map(|w| Word(AtomicU64::new(if w + 1 == n_words { last_pad } else { 0 })))
-            .collect();
-        let releases = (0..slot_count).map(|_| AtomicU64::new(0)).collect();
-        let inner = Box::new(FixedInner {
+        let region = self
+            .memory
+            .reserve(total, slot_capacity, self.zero_on_release)?;
+        let words = try_table(n_words, |w| {
+            Word(AtomicU64::new(if w + 1 == n_words { last_pad } else { 0 }))
+        })?;
+        let releases = try_table(slot_count, |_| AtomicU64::new(0))?;
+        let inner = try_box(FixedInner {
             words,
             releases,
             region,
@@ -691,7 +716,7 @@ impl FixedArenaBuilder {
             waiters: crate::sync::Mutex::new(crate::wait::Waiters::new()),
             #[cfg(arenabuf_loom)]
             _track: loom::alloc::Track::new(()),
-        });
+        })?;
         Ok(FixedArena {
             inner: NonNull::from(Box::leak(inner)),
         })

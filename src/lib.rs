@@ -37,7 +37,11 @@
 //!
 //! - `fixed`, `buddy`: the allocators (with their invariants written down);
 //! - `buffer`: [`Buffer`], its `BufMut` writes, auto-spill and `freeze`;
-//! - `region`: the arena memory itself; `sync`: the loom shim;
+//! - `region`: the arena memory itself: [`Region`] (reserved by the arena,
+//!   mapped with a `PagePolicy` (feature `mmap`), or provided by the
+//!   caller), [`RegionInfo`] (base, length and pages, for registering it
+//!   with the kernel), the memory options of the builders and the nearest
+//!   valid buddy geometry; `sync`: the loom shim;
 //! - `wait` (feature `async-alloc`): the FIFO queue behind
 //!   `allocate_async`, which hands released capacity to waiting tasks;
 //! - `source` (feature `async-alloc`): [`BufferSource`], what the I/O
@@ -121,6 +125,10 @@ pub use error::{AllocError, BuildError};
 pub use fixed::FixedAllocate;
 pub use fixed::{FixedArena, FixedArenaBuilder};
 pub use metrics::{ArenaMetrics, BuddyMetrics, FixedMetrics, write_prometheus};
+#[cfg(feature = "mmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
+pub use region::PagePolicy;
+pub use region::{Dealloc, HugePages, Region, RegionInfo, RegionSource};
 #[cfg(feature = "async-alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-alloc")))]
 pub use source::{BuddyWait, BufferSource, FixedWait};

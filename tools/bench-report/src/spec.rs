@@ -94,6 +94,39 @@ pub const GROUPS: &[GroupSpec] = &[
         pairs: &[("arenabuf", "bytesmut"), ("arenabuf", "arena_alligator")],
     },
     GroupSpec {
+        name: "first_touch",
+        issue: 15,
+        bench: ALLOCATOR,
+        about: "The first pass over a fresh 8 MiB fixed arena (2048 x 4096 B): allocate every slot, write it, freeze, keep; \
+                the arena is built outside the timing, with each region kind (heap, zeroed, mapped, prefaulted, \
+                transparent huge pages, explicit huge pages where reserved); `bytesmut` from the global allocator.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf", "bytesmut"),
+            ("arenabuf_zeroed", "arenabuf"),
+            ("arenabuf_mapped", "arenabuf"),
+            ("arenabuf_prefaulted", "arenabuf_mapped"),
+            ("arenabuf_thp", "arenabuf_mapped"),
+            ("arenabuf_thp_prefaulted", "arenabuf_mapped"),
+            ("arenabuf_huge", "arenabuf_mapped"),
+            ("arenabuf_prefaulted", "bytesmut"),
+        ],
+    },
+    GroupSpec {
+        name: "pages_roundtrip",
+        issue: 15,
+        bench: ALLOCATOR,
+        about: "Steady state over a 32 MiB working set: drop the oldest of 8192 held 4096 B `Bytes`, allocate, write 4096 B, \
+                freeze into the ring; a prefaulted heap region, transparent huge pages, explicit huge pages where reserved.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf_thp", "arenabuf"),
+            ("arenabuf_huge", "arenabuf"),
+            ("arenabuf", "bytesmut"),
+            ("arenabuf_thp", "bytesmut"),
+        ],
+    },
+    GroupSpec {
         name: "async_uncontended",
         issue: 3,
         bench: ASYNC,
@@ -123,7 +156,10 @@ pub const GROUPS: &[GroupSpec] = &[
                 per second: equal at w10000 and w80000 means linear. Baseline: N `Semaphore::acquire` futures, \
                 `add_permits(N)`, each polled once.",
         metric: Metric::Throughput,
-        pairs: &[("arenabuf_fixed", "semaphore"), ("arenabuf_buddy", "semaphore")],
+        pairs: &[
+            ("arenabuf_fixed", "semaphore"),
+            ("arenabuf_buddy", "semaphore"),
+        ],
     },
     // Issue 4: `benches/io.rs`. Its heap allocation counts come from
     // `io_allocs.json` (see `results`).
