@@ -196,6 +196,14 @@ impl FixedInner {
         }
     }
 
+    /// Whether tasks wait (then no slot is free: every release hands over,
+    /// and a claim would only search a full bitmap).
+    #[cfg(feature = "async-alloc")]
+    #[inline]
+    fn has_waiters(&self) -> bool {
+        self.words[0].0.load(Ordering::Relaxed) & WAITERS != 0
+    }
+
     /// Sets or clears [`WAITERS`] in every word; called under the queue
     /// lock when the queue goes from empty to not, or back.
     #[cfg(feature = "async-alloc")]
@@ -216,13 +224,13 @@ impl FixedInner {
         &self,
         this: NonNull<FixedInner>,
         queue: &mut crate::wait::Waiters,
-    ) -> Vec<std::task::Waker> {
+    ) -> Vec<crate::wait::Wake> {
         let mut wake = Vec::new();
         while let Some((class, _)) = queue.head() {
             let Some((word, bit)) = self.claim(this.as_ptr() as usize) else {
                 break;
             };
-            wake.extend(queue.grant(class, self.lease(this, word, bit)));
+            wake.push(queue.grant(class, self.lease(this, word, bit)));
         }
         if queue.is_empty() {
             self.flag_waiters(false);
@@ -306,16 +314,17 @@ impl FixedLease {
         let arena = self.inner();
         let mut queue = sync::lock(&arena.waiters);
         let Some((class, _)) = queue.head() else {
+            // Nobody waits after all: the flag must go, or the release
+            // would come back here forever.
+            arena.flag_waiters(false);
             return false;
         };
-        let waker = queue.grant(class, arena.lease(self.inner, self.word, self.bit));
+        let wake = queue.grant(class, arena.lease(self.inner, self.word, self.bit));
         if queue.is_empty() {
             arena.flag_waiters(false);
         }
         drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        crate::wait::wake_all(vec![wake]);
         true
     }
 
@@ -765,6 +774,10 @@ impl std::future::Future for FixedAllocate<'_> {
         if let crate::wait::WaitState::Start = this.state {
             let handle: &FixedArena = &this.arena;
             let arena = handle.inner();
+            if arena.has_waiters() {
+                // Queue behind them without searching a full bitmap.
+                return this.poll_wait(cx);
+            }
             if let Some((word, bit)) = arena.claim(handle.inner.as_ptr() as usize) {
                 this.state = crate::wait::WaitState::Done;
                 return std::task::Poll::Ready(Buffer::from_lease(
@@ -800,25 +813,29 @@ impl FixedAllocate<'_> {
                 None => Poll::Pending,
             };
         }
+        // Cloned before locking: a waker's clone is user code.
+        let waker = cx.waker().clone();
         let mut queue = sync::lock(&arena.waiters);
-        if queue.is_empty() {
+        let first = queue.is_empty();
+        let node = queue.register(0, waker);
+        this.state = WaitState::Queued(node.clone());
+        // The first waiter sets WAITERS, then serves the queue from what is
+        // free: a slot released before the flag was set is found here.
+        // While the flag is set every release hands over, so no slot can
+        // come free behind a later waiter's back: it need not search.
+        let wake = if first {
             arena.flag_waiters(true);
-        }
-        // Queue first, then serve the queue from whatever is free now: a
-        // slot released before WAITERS was set is found here, and earlier
-        // waiters get it before we do.
-        let node = queue.register(0, cx.waker());
-        let wake = arena.serve_waiters(handle.inner, &mut queue);
+            arena.serve_waiters(handle.inner, &mut queue)
+        } else {
+            Vec::new()
+        };
         drop(queue);
-        let poll = match node.poll(cx.waker()) {
+        let poll = match node.take_grant() {
             Some(lease) => {
                 this.state = WaitState::Done;
                 Poll::Ready(Buffer::from_lease(lease, arena.auto_spill))
             }
-            None => {
-                this.state = WaitState::Queued(node);
-                Poll::Pending
-            }
+            None => Poll::Pending,
         };
         crate::wait::wake_all(wake);
         poll
@@ -839,7 +856,8 @@ impl Drop for FixedAllocate<'_> {
         }
         drop(queue);
         // A grant we never picked up: releasing it hands it to the next
-        // waiter, or back to the arena (outside the lock).
+        // waiter, or back to the arena (outside the lock, as is dropping
+        // our waker).
         drop(cancelled);
     }
 }
