@@ -41,21 +41,30 @@
 //!
 //! 1. The head waiter (the earliest) is served as soon as its block can be
 //!    carved.
-//! 2. While the head cannot be carved, the earliest waiter behind it whose
-//!    block can be carved is served, within the head's **bypass
-//!    allowance**: the bytes that were free when the head got stuck. Each
-//!    bypass spends its block's size; memory released after the head got
-//!    stuck is never spent on others, so it accumulates for the head.
+//! 2. While the head cannot be carved, it is *stuck*, and time after that
+//!    alternates between windows. In a **reserved** window, memory
+//!    released goes to the head (it merges towards the head's block), and
+//!    waiters behind it are served only from its **allowance**: the bytes
+//!    that were free when it got stuck, each bypass spending its block's
+//!    size. In an **open** window, the earliest waiters behind it whose
+//!    blocks fit are served from whatever is free. The first reserved
+//!    window lasts `HEAD_WINDOW` (2 ms), each next one twice the last, up
+//!    to 64 ms; open windows last 2 ms.
+//! 3. A waiter that fits free memory but must wait for a reserved window
+//!    to end is woken to *tick*: its task polls the arena until the window
+//!    opens (one such task at a time), so no timer is needed and it is
+//!    served then, even if nothing else happens in the arena.
 //!
-//! Why both halves: strict first-come-first-served (the earlier rule)
-//! wedges a server when the head's block is pinned by data whose owner
-//! waits *behind* the head for a block that sits free (a batching consumer
-//! keeping one small frame per connection is enough). Rule 2 serves it from
-//! idle memory. Yet a large request is not starved by a churn of smaller
-//! ones: they can overtake it by at most its allowance, after which every
-//! release merges towards it. A synchronous [`BuddyArena::allocate`] that
-//! would need the lists answers [`AllocError::ArenaFull`] while tasks wait,
-//! rather than take memory a waiter is owed.
+//! Why: strict first-come-first-served (the earlier rule) wedges a server
+//! when the head's block is pinned by memory whose owner waits *behind* the
+//! head for a block that sits free (a batching consumer keeping one frame
+//! per connection is enough): such a waiter now waits at most one reserved
+//! window. Yet a large request is not starved by a churn of smaller ones:
+//! each reserved window lets everything that holds its block only briefly
+//! drain into it, and the windows grow until they outlast any such hold.
+//! A synchronous [`BuddyArena::allocate`] that would need the lists answers
+//! [`AllocError::ArenaFull`] while tasks wait, rather than take memory a
+//! waiter is owed.
 //!
 //! # Teardown
 //!
