@@ -162,11 +162,13 @@ pub(crate) fn copy_frame<S: BufferSource>(
 }
 
 /// The `io::Error` for an allocation that failed while decoding.
+#[cfg_attr(not(feature = "io"), allow(dead_code))]
 pub(crate) fn alloc_error(e: AllocError) -> io::Error {
     CodecError::Alloc(e).into()
 }
 
 /// The error tokio_util gives for a stream that ends inside a frame.
+#[cfg_attr(not(feature = "io"), allow(dead_code))]
 pub(crate) fn bytes_remaining() -> io::Error {
     CodecError::BytesRemaining.into()
 }
