@@ -274,9 +274,9 @@ async fn lines_and_delimiters_over_tcp() {
         server,
         ArenaAnyDelimiterCodec::new(arena.clone(), b";".to_vec(), b";".to_vec()),
     )
-        .map(|f| f.unwrap())
-        .collect()
-        .await;
+    .map(|f| f.unwrap())
+    .collect()
+    .await;
     assert_eq!(got, ["a", "bb", "", "ccc"]);
     writer.await.unwrap();
 }

@@ -48,7 +48,9 @@ pub enum CodecError {
     /// A delimited frame longer than `max_length` (kind `InvalidData`). The
     /// decoder skips to the next delimiter; decoding again goes on with the
     /// next frame, as with tokio_util's `MaxLineLengthExceeded`.
-    #[error("max length exceeded: a frame is longer than {max_length} bytes; it is skipped up to the next delimiter")]
+    #[error(
+        "max length exceeded: a frame is longer than {max_length} bytes; it is skipped up to the next delimiter"
+    )]
     MaxLengthExceeded {
         /// The codec's maximum.
         max_length: usize,

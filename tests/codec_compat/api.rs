@@ -38,7 +38,10 @@ fn builder_in_separate_statements_copied_and_typed_length_field() {
     let arena = buddy(1 << 16);
     let mut codec = ours.new_codec(arena.clone()).unwrap();
     assert_eq!(codec.on_full(), OnFull::Error);
-    assert_eq!(copy.new_codec(arena.clone()).unwrap().on_full(), OnFull::Spill);
+    assert_eq!(
+        copy.new_codec(arena.clone()).unwrap().on_full(),
+        OnFull::Spill
+    );
     let mut stock = theirs.new_codec();
     assert_eq!(codec.max_frame_length(), stock.max_frame_length());
 
@@ -61,7 +64,9 @@ fn builder_in_separate_statements_copied_and_typed_length_field() {
     // tokio_util's builder from ours writes the same.
     let mut from_ours = copy.tokio_builder().unwrap().new_codec();
     let mut c = BytesMut::new();
-    from_ours.encode(Bytes::from_static(b"slice"), &mut c).unwrap();
+    from_ours
+        .encode(Bytes::from_static(b"slice"), &mut c)
+        .unwrap();
     assert_eq!(c, a[..7]);
 }
 
@@ -87,10 +92,16 @@ async fn new_read_new_write_new_framed_talk_to_the_stock_codec() {
         .length_field_type::<u8>()
         .new_write(a);
     let mut rx = builder.new_read(b, arena.clone()).unwrap();
-    tx.send(Bytes::from_static(b"from tokio_util")).await.unwrap();
+    tx.send(Bytes::from_static(b"from tokio_util"))
+        .await
+        .unwrap();
     let frame = rx.next().await.unwrap().unwrap();
     assert_eq!(frame, "from tokio_util");
-    assert_eq!(arena.metrics().live_bytes, 64, "the frame is arena memory (one 64-byte block)");
+    assert_eq!(
+        arena.metrics().live_bytes,
+        64,
+        "the frame is arena memory (one 64-byte block)"
+    );
     drop(frame);
 
     // Framed both ways.
@@ -108,7 +119,16 @@ async fn new_read_new_write_new_framed_talk_to_the_stock_codec() {
     // A frame over the maximum: both refuse to write it, with the same kind.
     let e = ours.send(Bytes::from(vec![0; 201])).await.unwrap_err();
     let te = theirs.send(Bytes::from(vec![0; 201])).await.unwrap_err();
-    assert!(matches!(e, CodecError::EncodeFrameTooBig { length: 201, max: 200 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            CodecError::EncodeFrameTooBig {
+                length: 201,
+                max: 200
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(e.kind(), te.kind());
     assert_eq!(arena.metrics().live_bytes, 0);
 }
@@ -120,7 +140,11 @@ fn clone_starts_a_codec_at_a_frame_boundary() {
     let mut buf = BytesMut::from(&[0u8, 0, 0, 4, b'a', b'b'][..]);
     assert!(codec.decode(&mut buf).unwrap().is_none());
     let mut fresh = codec.clone();
-    assert_eq!(arena.metrics().live_bytes, 64, "only the original holds a frame (a 64-byte block)");
+    assert_eq!(
+        arena.metrics().live_bytes,
+        64,
+        "only the original holds a frame (a 64-byte block)"
+    );
     let mut other = BytesMut::from(&[0u8, 0, 0, 1, b'z'][..]);
     assert_eq!(fresh.decode(&mut other).unwrap().unwrap(), "z");
     buf.extend_from_slice(b"cd");
@@ -186,7 +210,10 @@ fn default_where_the_source_has_one() {
 
     let mut lines = ArenaLinesCodec::<DefaultArena>::default();
     assert_eq!(lines.max_length(), 1 << 16);
-    assert_eq!(lines.decode(&mut BytesMut::from("x\n")).unwrap().unwrap(), "x");
+    assert_eq!(
+        lines.decode(&mut BytesMut::from("x\n")).unwrap().unwrap(),
+        "x"
+    );
     let mut raw = ArenaBytesCodec::<DefaultArena>::default();
     assert_eq!(raw.decode(&mut BytesMut::from("x")).unwrap().unwrap(), "x");
 }

@@ -286,7 +286,6 @@ pub fn pieces_strategy() -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(prop_oneof![1usize..4, 1usize..64, 1usize..2000], 1..8)
 }
 
-
 /// tokio_util's delimiter codecs with their errors mapped to `io::Error`
 /// (over-long input is `InvalidData`, as ours).
 pub struct Lines(pub LinesCodec);
@@ -446,10 +445,21 @@ where
 {
     let mut framed = FramedRead::new(Script::new(steps.to_vec()), codec);
     let mut events = Vec::new();
-    let limit = steps.len() * 4 + steps.iter().map(|s| match s { Read::Data(d) => d.len(), Read::Eof => 0 }).sum::<usize>() + 16;
+    let limit = steps.len() * 4
+        + steps
+            .iter()
+            .map(|s| match s {
+                Read::Data(d) => d.len(),
+                Read::Eof => 0,
+            })
+            .sum::<usize>()
+        + 16;
     loop {
         assert!(events.len() < limit, "the stream does not end: {events:?}");
-        let polled = framed.next().now_or_never().expect("the script never blocks");
+        let polled = framed
+            .next()
+            .now_or_never()
+            .expect("the script never blocks");
         let event = match polled {
             Some(Ok(f)) => Event::Frame(f.as_ref().to_vec()),
             Some(Err(e)) => {

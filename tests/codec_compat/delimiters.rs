@@ -3,7 +3,9 @@
 
 use std::io;
 
-use arenabuf::codec::{ArenaAnyDelimiterCodec, ArenaBytesCodec, ArenaLinesCodec, CodecError, OnFull};
+use arenabuf::codec::{
+    ArenaAnyDelimiterCodec, ArenaBytesCodec, ArenaLinesCodec, CodecError, OnFull,
+};
 use arenabuf::io::Framing;
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
@@ -13,7 +15,13 @@ use crate::common::*;
 
 fn text_strategy() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
-        prop_oneof![Just(b'\n'), Just(b'\r'), Just(b';'), Just(b','), b'a'..=b'z'],
+        prop_oneof![
+            Just(b'\n'),
+            Just(b'\r'),
+            Just(b';'),
+            Just(b','),
+            b'a'..=b'z'
+        ],
         0..400,
     )
 }
@@ -135,7 +143,10 @@ fn over_long_line_is_invalid_data_then_skipped() {
     let mut buf = BytesMut::from(&b"toolong\nok\r\n"[..]);
     let mut tbuf = buf.clone();
     let e = codec.decode(&mut buf).unwrap_err();
-    assert!(matches!(e, CodecError::MaxLengthExceeded { max_length: 4 }), "{e:?}");
+    assert!(
+        matches!(e, CodecError::MaxLengthExceeded { max_length: 4 }),
+        "{e:?}"
+    );
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert!(theirs.decode(&mut tbuf).is_err());
     assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "ok");
@@ -159,12 +170,18 @@ fn full_arena_spills_by_default_or_errors() {
     any.set_on_full(OnFull::Error);
     let (frames, end) = decode_all(&mut any, b"x,y");
     assert!(frames.is_empty());
-    assert!(matches!(end, Err(CodecError::Alloc(arenabuf::AllocError::ArenaFull))));
+    assert!(matches!(
+        end,
+        Err(CodecError::Alloc(arenabuf::AllocError::ArenaFull))
+    ));
 
     let mut raw = ArenaBytesCodec::new(arena.clone());
     raw.set_on_full(OnFull::Error);
     let mut buf = BytesMut::from(&b"abc"[..]);
-    assert_eq!(raw.decode(&mut buf).unwrap_err().kind(), io::ErrorKind::OutOfMemory);
+    assert_eq!(
+        raw.decode(&mut buf).unwrap_err().kind(),
+        io::ErrorKind::OutOfMemory
+    );
     assert_eq!(buf, "abc", "nothing consumed");
     drop(held);
     assert_eq!(raw.decode(&mut buf).unwrap().unwrap(), "abc");

@@ -6,9 +6,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use arenabuf::codec::{ArenaLengthDelimitedCodec, CodecError, ConfigError, LengthDelimited, OnFull};
-use arenabuf::io::Framing;
 use arenabuf::BufferSource;
+use arenabuf::codec::{
+    ArenaLengthDelimitedCodec, CodecError, ConfigError, LengthDelimited, OnFull,
+};
+use arenabuf::io::Framing;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use proptest::prelude::*;
@@ -234,7 +236,6 @@ async fn sixteen_mib_frame_keeps_read_buffer_small() {
     assert!(peak >= LEN, "tokio_util's read buffer holds the frame");
 }
 
-
 #[test]
 fn length_over_max_is_invalid_data_before_any_allocation() {
     let arena = buddy(1 << 20);
@@ -269,7 +270,13 @@ fn length_that_never_fits_the_source_is_an_error() {
     wire.extend_from_slice(&[1; 100]);
     let (_, end) = decode_all(&mut codec, &wire);
     let e = end.unwrap_err();
-    assert!(matches!(e, CodecError::Alloc(arenabuf::AllocError::RequestTooLarge { .. })), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            CodecError::Alloc(arenabuf::AllocError::RequestTooLarge { .. })
+        ),
+        "{e:?}"
+    );
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert!(e.to_string().contains("can never fit"), "{e}");
     assert_eq!(arena.metrics().live_slots, 0);
@@ -298,7 +305,13 @@ fn length_that_never_fits_the_source_is_an_error() {
         .length_adjustment(2)
         .new_codec(arena.clone())
         .unwrap_err();
-    assert!(matches!(e, ConfigError::FrameLargerThanSource { max_frame: 4098, .. }));
+    assert!(matches!(
+        e,
+        ConfigError::FrameLargerThanSource {
+            max_frame: 4098,
+            ..
+        }
+    ));
     ArenaLengthDelimitedCodec::builder()
         .max_frame_length(4094)
         .length_adjustment(2)
@@ -373,7 +386,10 @@ fn full_arena_errors_or_spills() {
         .unwrap();
     let (_, end) = decode_all(&mut codec, &wire);
     let e = end.unwrap_err();
-    assert!(matches!(e, CodecError::Alloc(arenabuf::AllocError::ArenaFull)), "{e:?}");
+    assert!(
+        matches!(e, CodecError::Alloc(arenabuf::AllocError::ArenaFull)),
+        "{e:?}"
+    );
     assert_eq!(io::Error::from(e).kind(), io::ErrorKind::OutOfMemory);
 
     // The default spills.
@@ -397,7 +413,12 @@ fn bad_layouts_are_config_errors() {
         assert_eq!(e, ConfigError::LengthFieldLength { length: len });
         assert!(e.to_string().contains("1 to 8"), "{e}");
         // tokio_util's builder panics here; ours never does.
-        assert!(ArenaLengthDelimitedCodec::builder().length_field_length(len).tokio_builder().is_err());
+        assert!(
+            ArenaLengthDelimitedCodec::builder()
+                .length_field_length(len)
+                .tokio_builder()
+                .is_err()
+        );
     }
     let e = LengthDelimited::builder()
         .length_field_offset(usize::MAX)

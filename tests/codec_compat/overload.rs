@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
-use arenabuf::codec::{ArenaLengthDelimitedCodec, CodecError, FrameBudget, OnFull};
 use arenabuf::FixedArena;
+use arenabuf::codec::{ArenaLengthDelimitedCodec, CodecError, FrameBudget, OnFull};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -150,5 +150,9 @@ async fn framed_read_under_load_the_default_never_resets_connections() {
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(out.frames, CONNECTIONS * FRAMES);
     let m = sized.metrics();
-    assert_eq!((m.spill_count, m.alloc_failure_count, m.live_slots), (0, 0, 0), "{m:?}");
+    assert_eq!(
+        (m.spill_count, m.alloc_failure_count, m.live_slots),
+        (0, 0, 0),
+        "{m:?}"
+    );
 }

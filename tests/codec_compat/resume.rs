@@ -58,7 +58,12 @@ fn stream_resumed_after_eof_completes_the_interrupted_frame() {
     let ours = || ArenaLengthDelimitedCodec::new(arena.clone());
 
     // Header and part of the payload | EOF | the rest | EOF.
-    let steps = [data(&[0, 0, 0, 3, b'a', b'b']), Read::Eof, data(b"c"), Read::Eof];
+    let steps = [
+        data(&[0, 0, 0, 3, b'a', b'b']),
+        Read::Eof,
+        data(b"c"),
+        Read::Eof,
+    ];
     let theirs = run_framed(LengthDelimitedCodec::new(), &steps, |_, _| {});
     assert_eq!(theirs, [remaining(), Event::End, frame(b"abc"), Event::End]);
     assert_eq!(run_framed(ours(), &steps, |_, _| {}), theirs);
@@ -74,7 +79,12 @@ fn stream_resumed_after_eof_completes_the_interrupted_frame() {
     let theirs = run_framed(LengthDelimitedCodec::new(), &steps, |_, _| {});
     assert_eq!(
         theirs,
-        [remaining(), Event::End, frame(&[1, 2, 3, 4, 0, 0, 0, 1, b'Q']), Event::End]
+        [
+            remaining(),
+            Event::End,
+            frame(&[1, 2, 3, 4, 0, 0, 0, 1, b'Q']),
+            Event::End
+        ]
     );
     assert_eq!(run_framed(ours(), &steps, |_, _| {}), theirs);
 
@@ -121,7 +131,10 @@ fn length_delimited_retry_after_failed_allocation_sees_the_same_frame() {
     codec.set_on_full(OnFull::Error);
     let mut buf = BytesMut::from(&wire[..]);
     let e = codec.decode(&mut buf).unwrap_err();
-    assert!(matches!(e, CodecError::Alloc(AllocError::ArenaFull)), "{e:?}");
+    assert!(
+        matches!(e, CodecError::Alloc(AllocError::ArenaFull)),
+        "{e:?}"
+    );
     assert_eq!(buf, wire, "the header is still there");
     assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), want[0]);
     assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), want[1]);
@@ -135,8 +148,14 @@ fn length_delimited_retry_after_failed_allocation_sees_the_same_frame() {
     let got = run_framed(codec, &steps, |_, _| {});
     let theirs = run_framed(LengthDelimitedCodec::new(), &steps, |_, _| {});
     assert_eq!(theirs, [frame(&want[0]), frame(&want[1]), Event::End]);
-    assert!(matches!(&got[0], Event::Error(io::ErrorKind::OutOfMemory, _)));
-    assert_eq!(got[1..], [Event::End, frame(&want[0]), frame(&want[1]), Event::End]);
+    assert!(matches!(
+        &got[0],
+        Event::Error(io::ErrorKind::OutOfMemory, _)
+    ));
+    assert_eq!(
+        got[1..],
+        [Event::End, frame(&want[0]), frame(&want[1]), Event::End]
+    );
 }
 
 #[test]
@@ -158,7 +177,10 @@ fn delimiter_retry_after_failed_allocation_keeps_the_line() {
             if eof { c.decode_eof(b) } else { c.decode(b) }
         };
         let e = call(&mut codec, &mut buf).unwrap_err();
-        assert!(matches!(e, CodecError::Alloc(AllocError::ArenaFull)), "{e:?}");
+        assert!(
+            matches!(e, CodecError::Alloc(AllocError::ArenaFull)),
+            "{e:?}"
+        );
         got.push(call(&mut codec, &mut buf).unwrap().unwrap());
     }
     assert_eq!(got, ["first", "second", "last"]);
@@ -197,7 +219,11 @@ where
     let mut retries = 0;
     let mut eof = false;
     let mut call = |dec: &mut D, buf: &mut BytesMut, at_eof: bool| loop {
-        let r = if at_eof { dec.decode_eof(buf) } else { dec.decode(buf) };
+        let r = if at_eof {
+            dec.decode_eof(buf)
+        } else {
+            dec.decode(buf)
+        };
         match r {
             Err(CodecError::Alloc(AllocError::ArenaFull)) => retries += 1,
             r => return r,
@@ -287,7 +313,9 @@ fn failures_strategy() -> impl Strategy<Value = BTreeSet<usize>> {
 fn frames_wire(opts: &Opts, lens: &[usize], seed: u8) -> Vec<u8> {
     let mut wire = Vec::new();
     for (i, len) in lens.iter().enumerate() {
-        let f: Vec<u8> = (0..*len).map(|j| (j as u8).wrapping_mul(13) ^ seed ^ i as u8).collect();
+        let f: Vec<u8> = (0..*len)
+            .map(|j| (j as u8).wrapping_mul(13) ^ seed ^ i as u8)
+            .collect();
         opts.write_frame(&f, 0x3C, &mut wire);
     }
     wire
@@ -300,10 +328,16 @@ impl Decoder for LinesBytes {
     type Item = Bytes;
     type Error = io::Error;
     fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
-        self.0.decode(src).map(|l| l.map(Bytes::from)).map_err(|_| max_len_error())
+        self.0
+            .decode(src)
+            .map(|l| l.map(Bytes::from))
+            .map_err(|_| max_len_error())
     }
     fn decode_eof(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
-        self.0.decode_eof(src).map(|l| l.map(Bytes::from)).map_err(|_| max_len_error())
+        self.0
+            .decode_eof(src)
+            .map(|l| l.map(Bytes::from))
+            .map_err(|_| max_len_error())
     }
 }
 
