@@ -34,7 +34,7 @@
 //! never spills and never fails: [`FrameBudget`] is that rule (decoders +
 //! frames the application holds, times the largest frame) and checks an
 //! arena against it. Size the arena with it, or use
-//! [`ArenaReader`](crate::io::ArenaReader) (feature `io`), which waits for
+//! `io::ArenaReader` (feature `io`), which waits for
 //! memory without reading the socket: real backpressure, with no sizing rule.
 //! [`LengthDelimitedBuilder::new_codec`] also refuses, at construction, a
 //! `max_frame_length` the source can never hold.

@@ -150,7 +150,7 @@ impl LengthDelimitedBuilder {
     }
 
     /// The largest length field accepted (default 8 MiB); a larger one is
-    /// [`CodecError::FrameTooBig`] before anything is allocated. As in
+    /// [`CodecError::FrameTooBig`](crate::codec::CodecError::FrameTooBig) before anything is allocated. As in
     /// tokio_util, it is capped at the largest length the field can express
     /// (plus the adjustment).
     pub fn max_frame_length(&mut self, max: usize) -> &mut Self {
@@ -203,7 +203,7 @@ impl LengthDelimitedBuilder {
     /// layout allows (`max_frame_length` plus a positive
     /// `length_adjustment`) is more than `source` can ever hand out: such
     /// frames could only fail the stream. Size the arena with
-    /// [`FrameBudget`](super::FrameBudget), too.
+    /// [`FrameBudget`](crate::codec::FrameBudget), too.
     pub fn new_codec<S: BufferSource>(
         &self,
         source: S,

@@ -36,7 +36,7 @@ impl Default for LengthDelimited {
 
 impl LengthDelimited {
     /// Starts configuring a layout (the same builder as
-    /// [`ArenaLengthDelimitedCodec::builder`]).
+    /// [`ArenaLengthDelimitedCodec::builder`](crate::codec::ArenaLengthDelimitedCodec::builder)).
     pub fn builder() -> LengthDelimitedBuilder {
         LengthDelimitedBuilder::default()
     }
