@@ -514,15 +514,15 @@ const CROSS_CAPACITY: usize = 32_768;
 /// A consumer thread that drops every batch it receives and answers each
 /// empty batch (the end-of-sample marker) once everything before it is
 /// dropped.
-struct Consumer {
-    tx: Option<mpsc::SyncSender<Vec<Bytes>>>,
+struct Consumer<T: Send + 'static = Bytes> {
+    tx: Option<mpsc::SyncSender<Vec<T>>>,
     done: mpsc::Receiver<()>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-impl Consumer {
+impl<T: Send + 'static> Consumer<T> {
     fn spawn(in_flight: usize) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<Vec<Bytes>>(in_flight / CROSS_BATCH);
+        let (tx, rx) = mpsc::sync_channel::<Vec<T>>(in_flight / CROSS_BATCH);
         let (done_tx, done) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("cross_thread consumer".into())
@@ -544,7 +544,7 @@ impl Consumer {
 
     /// Produces `iters` buffers with `op` in batches, sends them, and
     /// returns the time until the consumer has dropped the last one.
-    fn run<F: Fn(&[u8]) -> Bytes>(&self, iters: u64, src: &[u8], op: &F) -> Duration {
+    fn run<F: Fn(&[u8]) -> T>(&self, iters: u64, src: &[u8], op: &F) -> Duration {
         let tx = self.tx.as_ref().expect("open until drop");
         let start = Instant::now();
         let mut left = iters;
@@ -563,7 +563,7 @@ impl Consumer {
     }
 }
 
-impl Drop for Consumer {
+impl<T: Send + 'static> Drop for Consumer<T> {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
@@ -585,7 +585,22 @@ fn bench_cross<F>(
     F: Fn(&[u8]) -> Bytes,
 {
     check_op(&op, src);
-    let consumer = Consumer::spawn(in_flight);
+    bench_cross_any(group, name, param, in_flight, src, op);
+}
+
+/// [`bench_cross`] for any item type (`Buffer`s that are never frozen).
+fn bench_cross_any<T, F>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    param: &str,
+    in_flight: usize,
+    src: &[u8],
+    op: F,
+) where
+    T: Send + 'static,
+    F: Fn(&[u8]) -> T,
+{
+    let consumer = Consumer::<T>::spawn(in_flight);
     group.bench_function(BenchmarkId::new(name, param), |b| {
         b.iter_custom(|iters| consumer.run(iters, src, &op));
     });
@@ -605,6 +620,9 @@ fn bench_cross<F>(
 /// costs) and `from_owner_floor` (`Bytes::from_owner` of a static slice: the
 /// channel plus the one owner box every arena `freeze()` allocates and the
 /// consumer frees, which no arena change can remove).
+///
+/// `arenabuf_fixed_unfrozen` and `arenabuf_buddy_unfrozen` send the written
+/// `Buffer` itself, not frozen: the arena's own cost without the owner box.
 pub fn cross_thread(c: &mut Criterion) {
     let data = source(*CROSS_SIZES.iter().max().expect("sizes"));
     let statics: &'static [u8] = Box::leak(data.clone().into_boxed_slice());
@@ -636,6 +654,25 @@ pub fn cross_thread(c: &mut Criterion) {
                     let mut buf = alloc_retrying(&failures, || buddy.allocate(request));
                     buf.put_slice(src);
                     buf.freeze()
+                });
+            }
+            {
+                let fixed = ours_fixed(CROSS_CAPACITY, size);
+                let name = "arenabuf_fixed_unfrozen";
+                bench_cross_any(&mut group, name, &param, in_flight, src, |src| {
+                    let mut buf = alloc_retrying(&failures, || fixed.allocate());
+                    buf.put_slice(src);
+                    buf
+                });
+            }
+            {
+                let buddy = ours_buddy(CROSS_CAPACITY * size, BUDDY_MIN_BLOCK.min(size));
+                let request = nz(size);
+                let name = "arenabuf_buddy_unfrozen";
+                bench_cross_any(&mut group, name, &param, in_flight, src, |src| {
+                    let mut buf = alloc_retrying(&failures, || buddy.allocate(request));
+                    buf.put_slice(src);
+                    buf
                 });
             }
             bench_cross(&mut group, "bytesmut", &param, in_flight, src, |src| {

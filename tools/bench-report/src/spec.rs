@@ -111,11 +111,14 @@ pub const GROUPS: &[GroupSpec] = &[
                 over a bounded `std::sync::mpsc` channel holding F buffers; a consumer thread drops them. Time per \
                 buffer. `channel_floor` sends `Bytes::from_static` (the loop and channel alone; targets are net of \
                 it); `from_owner_floor` sends `Bytes::from_owner` of a static slice: the owner box every arena \
-                `freeze()` allocates, freed on the consumer, with no buffer memory.",
+                `freeze()` allocates, freed on the consumer, with no buffer memory. `*_unfrozen` send the written \
+                `Buffer` without freezing it: the arena's own cost.",
         metric: Metric::Time,
         pairs: &[
             ("arenabuf_fixed", "bytesmut"),
             ("arenabuf_buddy", "bytesmut"),
+            ("arenabuf_fixed_unfrozen", "bytesmut"),
+            ("arenabuf_buddy_unfrozen", "bytesmut"),
             ("from_owner_floor", "bytesmut"),
             ("channel_floor", "bytesmut"),
         ],
@@ -149,6 +152,8 @@ pub const GROUPS: &[GroupSpec] = &[
         pairs: &[
             ("arenabuf_fixed", "bytesmut"),
             ("arenabuf_buddy", "bytesmut"),
+            ("arenabuf_fixed_unfrozen", "bytesmut"),
+            ("arenabuf_buddy_unfrozen", "bytesmut"),
             ("from_owner_floor", "bytesmut"),
             ("channel_floor", "bytesmut"),
         ],
