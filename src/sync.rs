@@ -120,6 +120,16 @@ pub(crate) fn random_word(_words: usize) -> usize {
     0
 }
 
+/// Lets other threads run: a failing allocation whose search overlapped a
+/// move of cached slots retries after this (`cache.rs`).
+#[allow(dead_code)]
+pub(crate) fn yield_now() {
+    #[cfg(not(arenabuf_loom))]
+    std::thread::yield_now();
+    #[cfg(arenabuf_loom)]
+    loom::thread::yield_now();
+}
+
 /// Locks a mutex, ignoring poisoning.
 ///
 /// The allocator state behind our mutexes is only ever updated by short,
