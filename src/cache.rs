@@ -395,7 +395,10 @@ impl CachedBitmap {
                 // Tasks began to wait: nothing may be cached now.
                 if rest != 0 {
                     let (w, bits) = run_bits(run, rest);
-                    hand(Batch { word: w, mask: bits });
+                    hand(Batch {
+                        word: w,
+                        mask: bits,
+                    });
                 }
             } else {
                 self.keep_rest(s, run, rest, hand);
@@ -458,8 +461,7 @@ impl CachedBitmap {
                 });
             }
             debug_assert_eq!(cur & bits, bits, "returning slots that are not set");
-            match word.compare_exchange_weak(cur, cur & !bits, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match word.compare_exchange_weak(cur, cur & !bits, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return,
                 Err(now) => cur = now,
             }
@@ -663,7 +665,9 @@ mod tests {
         // Producer on shard 1 (its own place is word 50), consumer on shard
         // 0. The producer fills word 0, then takes a run of word 50.
         let bm = CachedBitmap::new(62 * 100, 2);
-        let held: Vec<_> = (0..93).map(|_| bm.allocate(1, &mut no_waiters).unwrap()).collect();
+        let held: Vec<_> = (0..93)
+            .map(|_| bm.allocate(1, &mut no_waiters).unwrap())
+            .collect();
         assert!(held[..62].iter().all(|s| s.word == 0));
         assert!(held[62..].iter().all(|s| s.word == 50));
         // The consumer releases word 0: each run goes back whole when the
@@ -684,7 +688,9 @@ mod tests {
     #[test]
     fn waiting_sends_every_cached_and_released_slot_to_the_queue() {
         let bm = CachedBitmap::new(62, 2);
-        let all: Vec<_> = (0..62).map(|_| bm.allocate(0, &mut no_waiters).unwrap()).collect();
+        let all: Vec<_> = (0..62)
+            .map(|_| bm.allocate(0, &mut no_waiters).unwrap())
+            .collect();
         for s in &all[..5] {
             bm.release(1, *s, &mut no_waiters);
         }
@@ -713,7 +719,9 @@ mod tests {
     #[test]
     fn close_returns_every_cached_slot_and_stops_caching() {
         let bm = CachedBitmap::new(200, 4);
-        let held: Vec<_> = (0..100).map(|i| bm.allocate(i % 4, &mut no_waiters).unwrap()).collect();
+        let held: Vec<_> = (0..100)
+            .map(|i| bm.allocate(i % 4, &mut no_waiters).unwrap())
+            .collect();
         for (i, s) in held[..50].iter().enumerate() {
             bm.release(i % 4, *s, &mut no_waiters);
         }
@@ -740,7 +748,8 @@ mod tests {
     fn threads_hand_slots_across() {
         const SLOTS: usize = 300;
         let bm = Arc::new(CachedBitmap::new(SLOTS, 4));
-        let held: Arc<Vec<AtomicBool>> = Arc::new((0..SLOTS).map(|_| AtomicBool::new(false)).collect());
+        let held: Arc<Vec<AtomicBool>> =
+            Arc::new((0..SLOTS).map(|_| AtomicBool::new(false)).collect());
         let full = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::sync_channel::<Slot>(64);
         let rx = Arc::new(Mutex::new(rx));
@@ -770,7 +779,9 @@ mod tests {
                 let (bm, held, rx) = (bm.clone(), held.clone(), rx.clone());
                 std::thread::spawn(move || {
                     loop {
-                        let Ok(slot) = rx.lock().unwrap().recv() else { break };
+                        let Ok(slot) = rx.lock().unwrap().recv() else {
+                            break;
+                        };
                         let i = slot.word * SLOTS_PER_WORD + slot.bit as usize;
                         assert!(held[i].swap(false, Ordering::AcqRel));
                         bm.release(c, slot, &mut no_waiters);
@@ -794,7 +805,8 @@ mod tests {
     fn no_spurious_full_while_caches_could_hold_everything() {
         const SLOTS: usize = 64;
         let bm = Arc::new(CachedBitmap::new(SLOTS, 4));
-        let held: Arc<Vec<AtomicBool>> = Arc::new((0..SLOTS).map(|_| AtomicBool::new(false)).collect());
+        let held: Arc<Vec<AtomicBool>> =
+            Arc::new((0..SLOTS).map(|_| AtomicBool::new(false)).collect());
         let threads: Vec<_> = (0..4usize)
             .map(|t| {
                 let (bm, held) = (bm.clone(), held.clone());
@@ -870,7 +882,10 @@ mod loom_models {
             };
             let got = bm.allocate(0, &mut no_waiters);
             if let Some(s) = got {
-                assert!(!held[index(s)].swap(true, Ordering::Relaxed), "double lease");
+                assert!(
+                    !held[index(s)].swap(true, Ordering::Relaxed),
+                    "double lease"
+                );
             }
             t.join().unwrap();
             if got.is_none() {
@@ -901,9 +916,17 @@ mod loom_models {
             let mut collected = Vec::new();
             bm.set_waiting(true, &mut |b| collected.push(b));
             let by_release = t.join().unwrap();
-            assert_eq!(collected.len() + by_release, 1, "the slot reaches the queue once");
+            assert_eq!(
+                collected.len() + by_release,
+                1,
+                "the slot reaches the queue once"
+            );
             assert_eq!(bm.cached_slots(), 0);
-            assert_eq!(bm.allocate(0, &mut no_waiters), None, "still granted, not free");
+            assert_eq!(
+                bm.allocate(0, &mut no_waiters),
+                None,
+                "still granted, not free"
+            );
         });
     }
 

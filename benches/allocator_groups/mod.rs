@@ -34,9 +34,7 @@ use crate::support;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::measurement::WallTime;
-use criterion::{
-    BenchmarkGroup, BenchmarkId, Criterion, Throughput,
-};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 
 // ---------------------------------------------------------------------------
 // Geometry
@@ -641,7 +639,8 @@ pub fn cross_thread(c: &mut Criterion) {
             // Each arena is fresh for its case and dropped right after it.
             {
                 let fixed = ours_fixed(CROSS_CAPACITY, size);
-                bench_cross(&mut group, "arenabuf_fixed", &param, in_flight, src, |src| {
+                let name = "arenabuf_fixed";
+                bench_cross(&mut group, name, &param, in_flight, src, |src| {
                     let mut buf = alloc_retrying(&failures, || fixed.allocate());
                     buf.put_slice(src);
                     buf.freeze()
@@ -650,7 +649,8 @@ pub fn cross_thread(c: &mut Criterion) {
             {
                 let buddy = ours_buddy(CROSS_CAPACITY * size, BUDDY_MIN_BLOCK.min(size));
                 let request = nz(size);
-                bench_cross(&mut group, "arenabuf_buddy", &param, in_flight, src, |src| {
+                let name = "arenabuf_buddy";
+                bench_cross(&mut group, name, &param, in_flight, src, |src| {
                     let mut buf = alloc_retrying(&failures, || buddy.allocate(request));
                     buf.put_slice(src);
                     buf.freeze()
@@ -683,9 +683,14 @@ pub fn cross_thread(c: &mut Criterion) {
             bench_cross(&mut group, "channel_floor", &param, in_flight, src, |_| {
                 Bytes::from_static(black_box(static_src))
             });
-            bench_cross(&mut group, "from_owner_floor", &param, in_flight, src, |_| {
-                Bytes::from_owner(black_box(static_src))
-            });
+            bench_cross(
+                &mut group,
+                "from_owner_floor",
+                &param,
+                in_flight,
+                src,
+                |_| Bytes::from_owner(black_box(static_src)),
+            );
         }
     }
     group.finish();
