@@ -840,6 +840,88 @@ mod tests {
         }
         assert_eq!(bm.live_slots(), 0);
     }
+
+    /// The cross-thread pattern of `benches` `cross_thread` (write the whole
+    /// slot, batches of 256 over a channel of 1024, drop on a consumer), on
+    /// this prototype and on today's `FixedArena` with unfrozen buffers,
+    /// alternating, and prints nanoseconds per buffer. A diagnostic for the
+    /// design notes, not a check: run by hand with
+    /// `cargo test --profile bench --lib cache::tests::cross_thread_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "prints timings; run by hand"]
+    fn cross_thread_timing() {
+        use std::time::Instant;
+
+        use bytes::BufMut;
+
+        const SLOTS: usize = 32_768;
+        const N: usize = 1 << 20;
+        fn pipeline<T: Send + 'static>(mut produce: impl FnMut() -> T) -> f64 {
+            let (tx, rx) = mpsc::sync_channel::<Vec<T>>(4);
+            let consumer = std::thread::spawn(move || rx.into_iter().for_each(drop));
+            let start = Instant::now();
+            for _ in 0..N / 256 {
+                tx.send((0..256).map(|_| produce()).collect()).unwrap();
+            }
+            drop(tx);
+            consumer.join().unwrap();
+            start.elapsed().as_nanos() as f64 / N as f64
+        }
+        /// A slot of the prototype, released on the consumer's shard (no
+        /// reference count, like the arena's leases).
+        struct Lease(&'static CachedBitmap, Slot);
+        impl Drop for Lease {
+            fn drop(&mut self) {
+                self.0.release(1, self.1, &mut no_waiters);
+            }
+        }
+        for size in [256, 4096] {
+            let src = vec![7u8; size];
+            let bm: &'static CachedBitmap = Box::leak(Box::new(CachedBitmap::new(SLOTS, 2)));
+            // Written once, so that neither side pays first-touch faults.
+            let mut memory = vec![1u8; SLOTS * size];
+            let base = memory.as_mut_ptr() as usize;
+            let nz = |n| std::num::NonZeroUsize::new(n).unwrap();
+            let arena = crate::FixedArena::builder(nz(SLOTS), nz(size))
+                .build()
+                .unwrap();
+            // Every slot written once, as `memory` is.
+            let all: Vec<_> = (0..SLOTS)
+                .map(|_| {
+                    let mut b = arena.allocate().unwrap();
+                    b.put_bytes(1, size);
+                    b
+                })
+                .collect();
+            drop(all);
+            for round in 0..5 {
+                let proto = pipeline(|| {
+                    let slot = bm.allocate(0, &mut no_waiters).unwrap();
+                    let i = slot.word * SLOTS_PER_WORD + slot.bit as usize;
+                    // SAFETY: slot `i` is leased to this thread alone until
+                    // the consumer drops the lease; `memory` outlives the
+                    // pipeline, and nobody reads it.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            src.as_ptr(),
+                            (base as *mut u8).add(i * size),
+                            size,
+                        );
+                    }
+                    Lease(bm, slot)
+                });
+                let today = pipeline(|| {
+                    let mut buf = arena.allocate().unwrap();
+                    buf.put_slice(&src);
+                    buf
+                });
+                println!(
+                    "{size} B round {round}: prototype {proto:.0} ns, FixedArena {today:.0} ns per buffer"
+                );
+            }
+            drop(memory);
+        }
+    }
 }
 
 /// loom models of the cache protocol. Run with
