@@ -19,6 +19,8 @@ criterion::criterion_group!(
     allocator_groups::fixed_contention,
     allocator_groups::buddy_contention,
     allocator_groups::auto_spill,
+    allocator_groups::first_touch,
+    allocator_groups::pages_roundtrip,
     allocator_groups::cross_thread
 );
 criterion::criterion_main!(benches);

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arenabuf::{AllocError, Buffer, BufferSource, FixedArena, FixedWait};
+use arenabuf::{AllocError, Buffer, BufferSource, FixedArena, FixedMetrics, FixedWait};
 use bytes::BufMut;
 use clap::Parser;
 
@@ -270,6 +270,12 @@ impl Future for NodeWait {
 
 impl BufferSource for NodeSource {
     type Wait = NodeWait;
+    /// The local node's arena (each node's source reports its own).
+    type Metrics = FixedMetrics;
+
+    fn metrics(&self) -> FixedMetrics {
+        self.local.metrics()
+    }
 
     fn max_len(&self) -> usize {
         self.local.slot_capacity()

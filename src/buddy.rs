@@ -37,16 +37,25 @@
 //!
 //! The wait queue lives under the same mutex as the free lists. While tasks
 //! wait, every cache slot holds the [`WAIT_SLOT`] marker, so releases go to
-//! the mutex: they merge their block, then serve the queue. Waiters are
-//! served strictly first come, first served: the head waiter gets the next
-//! block of its order that can be carved, and nobody behind it is served
-//! before it, even if a smaller request could be. A large request is
-//! therefore never starved by a stream of small ones (their releases merge
-//! until it fits), and there is no deadlock as long as the buffers that are
-//! out are eventually dropped. For the same reason a synchronous
-//! [`BuddyArena::allocate`] that would need the lists answers
-//! [`AllocError::ArenaFull`] while tasks wait, rather than take memory the
-//! head waiter is waiting to see merged.
+//! the mutex: they merge their block, then serve the queue. The rule:
+//!
+//! 1. The head waiter (the earliest) is served as soon as its block can be
+//!    carved.
+//! 2. While the head cannot be carved, the earliest waiter behind it whose
+//!    block can be carved is served, within the head's **bypass
+//!    allowance**: the bytes that were free when the head got stuck. Each
+//!    bypass spends its block's size; memory released after the head got
+//!    stuck is never spent on others, so it accumulates for the head.
+//!
+//! Why both halves: strict first-come-first-served (the earlier rule)
+//! wedges a server when the head's block is pinned by data whose owner
+//! waits *behind* the head for a block that sits free (a batching consumer
+//! keeping one small frame per connection is enough). Rule 2 serves it from
+//! idle memory. Yet a large request is not starved by a churn of smaller
+//! ones: they can overtake it by at most its allowance, after which every
+//! release merges towards it. A synchronous [`BuddyArena::allocate`] that
+//! would need the lists answers [`AllocError::ArenaFull`] while tasks wait,
+//! rather than take memory a waiter is owed.
 //!
 //! # Teardown
 //!
@@ -64,14 +73,15 @@ use std::ptr::NonNull;
 use crate::buffer::{Buffer, Home, Lease};
 use crate::error::{AllocError, BuildError};
 use crate::metrics::{BuddyMetrics, ShardedCounter};
-use crate::region::{Region, scrub};
+use crate::region::table::{try_box, try_table};
+use crate::region::{MemoryConfig, Region, scrub};
 use crate::sync::{self, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Cache slots per order.
 const WAYS: usize = 4;
 /// Most minimum blocks an arena may have (indices are `u32`, with two
 /// values kept for markers); also bounds `max_order` to 31.
-const MAX_BLOCKS: usize = 1 << 31;
+pub(crate) const MAX_BLOCKS: usize = 1 << 31;
 /// No block: end of a list, or an empty cache slot.
 const NIL: u32 = u32::MAX;
 /// Marks a cache slot of a closed arena: nothing may park there any more.
@@ -107,7 +117,12 @@ struct FreeLists {
     failures: u64,
     closed: bool,
     #[cfg(feature = "async-alloc")]
-    waiters: crate::wait::Waiters<u32>,
+    waiters: crate::wait::Waiters,
+    /// The head waiter that could not be carved (its arrival number), and
+    /// the bytes that waiters behind it may still take before it (see
+    /// "Waiting" in the module docs).
+    #[cfg(feature = "async-alloc")]
+    stuck_head: Option<(u64, usize)>,
     /// Whether cache slots may hold [`WAIT_SLOT`] markers (set by a flush
     /// while tasks wait, cleared once the emptied queue took them back), so
     /// that releases through the lists scan the cache only when they must.
@@ -222,6 +237,8 @@ pub(crate) struct BuddyInner {
     handles: AtomicUsize,
     allocs: ShardedCounter,
     spills: AtomicU64,
+    /// The `arena full` event's edge (feature `tracing`; zero-sized without).
+    full: crate::trace::FullEdge,
     /// Under loom, reports the arena as leaked if teardown never runs.
     #[cfg(arenabuf_loom)]
     _track: loom::alloc::Track<()>,
@@ -264,6 +281,7 @@ impl BuddyInner {
             }
         }
         lists.failures += 1;
+        self.full.failed("buddy", self.total_size, lists.failures);
         Err(AllocError::ArenaFull)
     }
 
@@ -283,8 +301,10 @@ impl BuddyInner {
         }
     }
 
-    /// Serves head waiters, in order, while their blocks can be carved;
-    /// returns the wakers to call after unlocking.
+    /// Serves waiters while their blocks can be carved: the head first;
+    /// while the head cannot be carved, the earliest waiter behind it whose
+    /// block can, within the head's bypass allowance. Returns the wakers to
+    /// call after unlocking.
     #[cfg(feature = "async-alloc")]
     fn serve_waiters(
         &self,
@@ -292,10 +312,38 @@ impl BuddyInner {
         lists: &mut FreeLists,
     ) -> Vec<std::task::Waker> {
         let mut wake = Vec::new();
-        while let Some(k) = lists.waiters.head() {
-            let Some(b) = lists.take(k) else { break };
+        while let Some((k, seq)) = lists.waiters.head() {
+            if let Some(b) = lists.take(k as u32) {
+                lists.stuck_head = None;
+                self.allocs.add(sync::thread_index());
+                wake.extend(lists.waiters.grant(k, self.lease(this, b, k as u32)));
+                continue;
+            }
+            // The head is stuck. Its allowance is what was free when it got
+            // stuck: memory released since then is never spent on others.
+            let allowance = match lists.stuck_head {
+                Some((s, left)) if s == seq => left,
+                _ => lists.free_bytes,
+            };
+            lists.stuck_head = Some((seq, allowance));
+            let Some(largest) = lists.largest_free_order() else {
+                break;
+            };
+            // Orders that fit both the largest free block and the allowance.
+            let affordable = match (allowance >> self.min_shift).checked_ilog2() {
+                Some(j) => j.min(largest),
+                None => break,
+            };
+            let Some(j) = lists.waiters.first_up_to(affordable as usize) else {
+                break;
+            };
+            let b = lists.take(j as u32).expect("j <= the largest free order");
+            lists.stuck_head = Some((seq, allowance - (self.min_block_size << j)));
             self.allocs.add(sync::thread_index());
-            wake.push(lists.waiters.grant_head(self.lease(this, b, k)));
+            wake.extend(lists.waiters.grant(j, self.lease(this, b, j as u32)));
+        }
+        if lists.waiters.is_empty() {
+            lists.stuck_head = None;
         }
         if lists.wait_markers && lists.waiters.is_empty() && !lists.closed {
             lists.wait_markers = false;
@@ -363,13 +411,14 @@ impl BuddyLease {
         let wake = arena.serve_waiters(self.inner, &mut lists);
         let last = lists.closed && lists.free_bytes == arena.total_size;
         drop(lists);
-        #[cfg(feature = "async-alloc")]
-        wake.into_iter().for_each(std::task::Waker::wake);
         if last {
             // SAFETY: closed (no handles) and all memory free (no leases):
             // nobody else can reach the arena, and we hold no borrow of it.
             unsafe { teardown(self.inner) }
         }
+        // The wakers are the tasks' own, not the arena's.
+        #[cfg(feature = "async-alloc")]
+        crate::wait::wake_all(wake);
     }
 }
 
@@ -424,7 +473,13 @@ impl BuddyArena {
             min_block_size,
             auto_spill: false,
             zero_on_release: false,
+            memory: MemoryConfig::new(),
         }
+    }
+
+    /// The arena's memory (for the getters in `crate::region`).
+    pub(crate) fn memory(&self) -> &Region {
+        &self.inner().region
     }
 
     #[inline]
@@ -473,6 +528,7 @@ impl BuddyArena {
             arena.allocate_slow(k)?
         };
         arena.allocs.add(thread);
+        arena.full.succeeded();
         Ok(Buffer::from_lease(
             arena.lease(self.inner, block, k),
             arena.auto_spill,
@@ -493,7 +549,7 @@ impl BuddyArena {
         BuddyAllocate {
             arena: crate::wait::ArenaRef::Borrowed(self),
             len,
-            ticket: None,
+            state: crate::wait::WaitState::Start,
         }
     }
 
@@ -501,6 +557,19 @@ impl BuddyArena {
     #[cfg(feature = "async-alloc")]
     pub(crate) fn count_spill(&self) {
         self.inner().spills.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The lock of the lists and the wait queue, held (tests check what
+    /// works without it).
+    #[cfg(all(test, feature = "async-alloc"))]
+    pub(crate) fn lock_queue(&self) -> impl Sized + '_ {
+        sync::lock(&self.inner().lists)
+    }
+
+    /// Entries the wait queue's buffers have room for now.
+    #[cfg(all(test, feature = "async-alloc"))]
+    pub(crate) fn queue_capacity(&self) -> usize {
+        sync::lock(&self.inner().lists).waiters.heap_entries()
     }
 
     /// The arena's size in bytes.
@@ -583,14 +652,20 @@ impl fmt::Debug for BuddyArena {
     }
 }
 
-/// Configures and builds a [`BuddyArena`]; from [`BuddyArena::builder`].
-#[derive(Debug, Clone)]
+/// Configures and builds a [`BuddyArena`]; from [`BuddyArena::builder`],
+/// [`BuddyArena::builder_nearest`] or [`BuddyArena::builder_in`] (on memory
+/// the caller provides).
+///
+/// The memory options (`prefault`, `buffer_alignment`, `pages`) are in
+/// `crate::region`.
+#[derive(Debug)]
 #[must_use = "call .build() to create the arena"]
 pub struct BuddyArenaBuilder {
     total_size: NonZeroUsize,
     min_block_size: NonZeroUsize,
     auto_spill: bool,
     zero_on_release: bool,
+    pub(crate) memory: MemoryConfig,
 }
 
 impl BuddyArenaBuilder {
@@ -620,14 +695,22 @@ impl BuddyArenaBuilder {
     /// Validates the geometry, reserves the memory and builds the arena.
     ///
     /// Besides the region itself, the arena keeps 9 bytes of bookkeeping per
-    /// minimum block.
+    /// minimum block on the heap. Every allocation `build()` makes is
+    /// fallible.
     ///
     /// # Errors
     ///
     /// [`BuildError::MinBlockNotPowerOfTwo`],
-    /// [`BuildError::TotalNotPowerOfTwoMultiple`],
+    /// [`BuildError::TotalNotPowerOfTwoMultiple`] (or use
+    /// [`BuddyArena::builder_nearest`]),
     /// [`BuildError::TooManyBlocks`] (more than 2^31 minimum blocks), or
-    /// [`BuildError::OutOfMemory`].
+    /// [`BuildError::OutOfMemory`] (the region or the bookkeeping); for the
+    /// memory options, [`BuildError::RegionTooSmall`],
+    /// [`BuildError::RegionMisaligned`],
+    /// [`BuildError::AlignmentNotPowerOfTwo`], [`BuildError::SizeNotAligned`],
+    /// [`BuildError::HugePagesUnavailable`], [`BuildError::MapFailed`] or
+    /// [`BuildError::InvalidRegion`]. A caller-provided region is dropped
+    /// when `build()` fails (its deallocation callback runs).
     pub fn build(self) -> Result<BuddyArena, BuildError> {
         let (total, min) = (self.total_size.get(), self.min_block_size.get());
         if !min.is_power_of_two() {
@@ -658,12 +741,12 @@ impl BuddyArenaBuilder {
         }
         let min_shift = min.trailing_zeros();
         let max_order = blocks.trailing_zeros();
-        let region = Region::new(total, self.zero_on_release)?;
+        let region = self.memory.reserve(total, min, self.zero_on_release)?;
         let mut lists = FreeLists {
             heads: [NIL; 32],
-            next: vec![NIL; blocks].into_boxed_slice(),
-            prev: vec![NIL; blocks].into_boxed_slice(),
-            tag: vec![0; blocks].into_boxed_slice(),
+            next: try_table(blocks, |_| NIL)?,
+            prev: try_table(blocks, |_| NIL)?,
+            tag: try_table(blocks, |_| 0)?,
             nonempty: 0,
             free_bytes: 0,
             min_shift,
@@ -675,13 +758,15 @@ impl BuddyArenaBuilder {
             #[cfg(feature = "async-alloc")]
             waiters: crate::wait::Waiters::new(),
             #[cfg(feature = "async-alloc")]
+            stuck_head: None,
+            #[cfg(feature = "async-alloc")]
             wait_markers: false,
         };
         lists.link(0, max_order);
-        let cache = (0..(max_order as usize + 1) * WAYS)
-            .map(|_| Way(AtomicU32::new(NIL)))
-            .collect();
-        let inner = Box::new(BuddyInner {
+        let cache = try_table((max_order as usize + 1) * WAYS, |_| {
+            Way(AtomicU32::new(NIL))
+        })?;
+        let inner = try_box(BuddyInner {
             lists: Mutex::new(lists),
             cache,
             region,
@@ -693,9 +778,10 @@ impl BuddyArenaBuilder {
             handles: AtomicUsize::new(1),
             allocs: ShardedCounter::new(),
             spills: AtomicU64::new(0),
+            full: crate::trace::FullEdge::default(),
             #[cfg(arenabuf_loom)]
             _track: loom::alloc::Track::new(()),
-        });
+        })?;
         Ok(BuddyArena {
             inner: NonNull::from(Box::leak(inner)),
         })
@@ -706,12 +792,17 @@ impl BuddyArenaBuilder {
 ///
 /// `BuddyAllocate<'static>` (from the [`BufferSource`](crate::BufferSource)
 /// impl) owns a handle instead of borrowing one.
+///
+/// # Panics
+///
+/// Polling it again after it returned `Ready` panics (one future, one
+/// result); call `allocate_async()` again for another buffer.
 #[cfg(feature = "async-alloc")]
 #[must_use = "futures do nothing unless polled"]
 pub struct BuddyAllocate<'a> {
     arena: crate::wait::ArenaRef<'a, BuddyArena>,
     len: NonZeroUsize,
-    ticket: Option<u64>,
+    state: crate::wait::WaitState,
 }
 
 #[cfg(feature = "async-alloc")]
@@ -721,7 +812,7 @@ impl BuddyAllocate<'static> {
         Self {
             arena: crate::wait::ArenaRef::Owned(arena),
             len,
-            ticket: None,
+            state: crate::wait::WaitState::Start,
         }
     }
 }
@@ -738,10 +829,13 @@ impl std::future::Future for BuddyAllocate<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = &mut *self;
-        if this.ticket.is_none() {
+        if let crate::wait::WaitState::Start = this.state {
             match this.arena.allocate(this.len) {
                 Err(AllocError::ArenaFull) => {}
-                done => return std::task::Poll::Ready(done),
+                done => {
+                    this.state = crate::wait::WaitState::Done;
+                    return std::task::Poll::Ready(done);
+                }
             }
         }
         this.poll_wait(cx)
@@ -750,24 +844,26 @@ impl std::future::Future for BuddyAllocate<'_> {
 
 #[cfg(feature = "async-alloc")]
 impl BuddyAllocate<'_> {
-    /// Picks up a grant (with a ticket), or queues (without one, after
-    /// `allocate` found the arena full).
+    /// Picks up a grant (once queued), or queues (after `allocate` found
+    /// the arena full).
     #[cold]
     #[inline(never)]
     fn poll_wait(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<Buffer, AllocError>> {
+        use crate::wait::WaitState;
         use std::task::Poll;
 
         let this = self;
+        this.state.check_not_done();
         let handle: &BuddyArena = &this.arena;
         let arena = handle.inner();
-        if let Some(ticket) = this.ticket {
-            let mut lists = sync::lock(&arena.lists);
-            return match lists.waiters.poll(ticket, cx.waker()) {
+        if let WaitState::Queued(node) = &this.state {
+            // The grant is written into our node: no arena lock needed.
+            return match node.poll(cx.waker()) {
                 Some(lease) => {
-                    this.ticket = None;
+                    this.state = WaitState::Done;
                     Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill)))
                 }
                 None => Poll::Pending,
@@ -775,43 +871,51 @@ impl BuddyAllocate<'_> {
         }
         let k = match handle.order_for(this.len.get()) {
             Ok(k) => k,
-            Err(e) => return Poll::Ready(Err(e)),
+            Err(e) => {
+                this.state = WaitState::Done;
+                return Poll::Ready(Err(e));
+            }
         };
         let mut lists = sync::lock(&arena.lists);
         let first = lists.waiters.is_empty();
-        let ticket = lists.waiters.register(k, cx.waker());
+        let node = lists.waiters.register(k as usize, cx.waker());
         if first {
             // Park nothing from now on, and move what is parked to the
             // lists, where the queue can use it.
             arena.flush(&mut lists);
         }
         let wake = arena.serve_waiters(handle.inner, &mut lists);
-        let mine = lists.waiters.poll(ticket, cx.waker());
         drop(lists);
-        wake.into_iter().for_each(std::task::Waker::wake);
-        match mine {
-            Some(lease) => Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill))),
+        let poll = match node.poll(cx.waker()) {
+            Some(lease) => {
+                this.state = WaitState::Done;
+                Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill)))
+            }
             None => {
-                this.ticket = Some(ticket);
+                this.state = WaitState::Queued(node);
                 Poll::Pending
             }
-        }
+        };
+        crate::wait::wake_all(wake);
+        poll
     }
 }
 
 #[cfg(feature = "async-alloc")]
 impl Drop for BuddyAllocate<'_> {
     fn drop(&mut self) {
-        let Some(ticket) = self.ticket else { return };
+        let crate::wait::WaitState::Queued(node) = &self.state else {
+            return;
+        };
         let arena = self.arena.inner();
         let mut lists = sync::lock(&arena.lists);
-        let cancelled = lists.waiters.cancel(ticket);
+        let cancelled = lists.waiters.cancel(node);
         // The head may have left: serve whoever can be served now.
         let wake = arena.serve_waiters(self.arena.inner, &mut lists);
         drop(lists);
-        wake.into_iter().for_each(std::task::Waker::wake);
         // A grant we never picked up goes back through the release path.
         drop(cancelled);
+        crate::wait::wake_all(wake);
     }
 }
 
@@ -820,7 +924,10 @@ impl fmt::Debug for BuddyAllocate<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BuddyAllocate")
             .field("len", &self.len)
-            .field("waiting", &self.ticket.is_some())
+            .field(
+                "waiting",
+                &matches!(self.state, crate::wait::WaitState::Queued(_)),
+            )
             .finish()
     }
 }

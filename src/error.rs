@@ -84,10 +84,84 @@ pub enum BuildError {
         /// What is wrong, and what would be valid.
         reason: String,
     },
-    /// The system allocator could not provide the arena's memory.
-    #[error("could not reserve {bytes} bytes for the arena: out of memory")]
+    /// The system could not provide the arena's memory: its region or its
+    /// bookkeeping (the per-slot and per-block side tables).
+    #[error(
+        "could not reserve {bytes} bytes for the arena: out of memory; build a smaller arena (fewer slots, or a larger min_block_size for less bookkeeping) or raise the process's memory limit"
+    )]
     OutOfMemory {
-        /// The number of bytes requested from the system.
+        /// The number of bytes of the allocation that failed.
         bytes: usize,
+    },
+    /// A caller-provided region cannot hold one slot or minimum block.
+    #[error(
+        "the region of {region_len} bytes cannot hold the arena's {needed} bytes; provide at least {needed} bytes, or use smaller slots or blocks"
+    )]
+    RegionTooSmall {
+        /// The region's length.
+        region_len: usize,
+        /// The bytes the arena needs at least.
+        needed: usize,
+    },
+    /// A caller-provided region does not start at a multiple of the
+    /// `buffer_alignment()` asked for.
+    #[error(
+        "the region starts at {base:#x}, not at a multiple of the buffer alignment {alignment}; provide memory aligned to {alignment} (e.g. Layout::from_size_align(len, {alignment})) or lower buffer_alignment()"
+    )]
+    RegionMisaligned {
+        /// The region's base address.
+        base: usize,
+        /// The alignment asked for.
+        alignment: usize,
+    },
+    /// `buffer_alignment()` is not a power of two.
+    #[error("buffer alignment {alignment} is not a power of two; use e.g. {suggested}")]
+    AlignmentNotPowerOfTwo {
+        /// The alignment asked for.
+        alignment: usize,
+        /// The next power of two above it.
+        suggested: usize,
+    },
+    /// The slot capacity or minimum block size is not a multiple of
+    /// `buffer_alignment()`, so not every buffer could start aligned.
+    #[error(
+        "slot or minimum block size {size} is not a multiple of the buffer alignment {alignment}; use e.g. {suggested}, or lower buffer_alignment()"
+    )]
+    SizeNotAligned {
+        /// The slot capacity or minimum block size.
+        size: usize,
+        /// The alignment asked for.
+        alignment: usize,
+        /// The next multiple of the alignment.
+        suggested: usize,
+    },
+    /// Explicit huge pages (`PagePolicy::Huge`, feature `mmap`) could not be
+    /// had: none or too few are reserved, or the platform has none.
+    #[error(
+        "could not map {bytes} bytes of {page_size}-byte huge pages: {reason}; reserve them (e.g. `sysctl vm.nr_hugepages=N` with N >= bytes / page_size) or use PagePolicy::TransparentHuge, which falls back to normal pages"
+    )]
+    HugePagesUnavailable {
+        /// The bytes asked for, rounded up to whole huge pages.
+        bytes: usize,
+        /// The huge page size.
+        page_size: usize,
+        /// What the system said.
+        reason: String,
+    },
+    /// `mmap` failed for a reason other than a lack of memory (feature
+    /// `mmap`).
+    #[error("could not map {bytes} bytes for the arena: {reason}")]
+    MapFailed {
+        /// The bytes asked for.
+        bytes: usize,
+        /// What the system said.
+        reason: String,
+    },
+    /// The memory options contradict each other (for instance `pages()` on
+    /// a caller-provided region).
+    #[error("invalid region configuration: {reason}")]
+    InvalidRegion {
+        /// What is wrong, and what would be valid.
+        reason: String,
     },
 }

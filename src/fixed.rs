@@ -53,7 +53,8 @@ use std::ptr::NonNull;
 use crate::buffer::{Buffer, Home, Lease};
 use crate::error::{AllocError, BuildError};
 use crate::metrics::FixedMetrics;
-use crate::region::{Region, scrub};
+use crate::region::table::{try_box, try_table};
+use crate::region::{MemoryConfig, Region, scrub};
 use crate::sync::{self, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots covered by one bitmap word.
@@ -93,8 +94,10 @@ pub(crate) struct FixedInner {
     pending: AtomicUsize,
     failures: AtomicU64,
     spills: AtomicU64,
+    /// The `arena full` event's edge (feature `tracing`; zero-sized without).
+    full: crate::trace::FullEdge,
     #[cfg(feature = "async-alloc")]
-    waiters: crate::sync::Mutex<crate::wait::Waiters<()>>,
+    waiters: crate::sync::Mutex<crate::wait::Waiters>,
     /// Under loom, reports the arena as leaked if teardown never runs.
     #[cfg(arenabuf_loom)]
     _track: loom::alloc::Track<()>,
@@ -212,14 +215,14 @@ impl FixedInner {
     fn serve_waiters(
         &self,
         this: NonNull<FixedInner>,
-        queue: &mut crate::wait::Waiters<()>,
+        queue: &mut crate::wait::Waiters,
     ) -> Vec<std::task::Waker> {
         let mut wake = Vec::new();
-        while queue.head().is_some() {
+        while let Some((class, _)) = queue.head() {
             let Some((word, bit)) = self.claim(this.as_ptr() as usize) else {
                 break;
             };
-            wake.push(queue.grant_head(self.lease(this, word, bit)));
+            wake.extend(queue.grant(class, self.lease(this, word, bit)));
         }
         if queue.is_empty() {
             self.flag_waiters(false);
@@ -302,15 +305,17 @@ impl FixedLease {
     fn hand_over(&self) -> bool {
         let arena = self.inner();
         let mut queue = sync::lock(&arena.waiters);
-        if queue.head().is_none() {
+        let Some((class, _)) = queue.head() else {
             return false;
-        }
-        let waker = queue.grant_head(arena.lease(self.inner, self.word, self.bit));
+        };
+        let waker = queue.grant(class, arena.lease(self.inner, self.word, self.bit));
         if queue.is_empty() {
             arena.flag_waiters(false);
         }
         drop(queue);
-        waker.wake();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         true
     }
 
@@ -423,7 +428,13 @@ impl FixedArena {
             slot_capacity,
             auto_spill: false,
             zero_on_release: false,
+            memory: MemoryConfig::new(),
         }
+    }
+
+    /// The arena's memory (for the getters in `crate::region`).
+    pub(crate) fn memory(&self) -> &Region {
+        &self.inner().region
     }
 
     #[inline]
@@ -442,9 +453,12 @@ impl FixedArena {
     pub fn allocate(&self) -> Result<Buffer, AllocError> {
         let arena = self.inner();
         let Some((word, bit)) = arena.claim(self.inner.as_ptr() as usize) else {
-            arena.failures.fetch_add(1, Ordering::Relaxed);
+            let failures = arena.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let reserved = arena.slot_count * arena.slot_capacity;
+            arena.full.failed("fixed", reserved, failures);
             return Err(AllocError::ArenaFull);
         };
+        arena.full.succeeded();
         Ok(Buffer::from_lease(
             arena.lease(self.inner, word, bit),
             arena.auto_spill,
@@ -483,7 +497,7 @@ impl FixedArena {
     pub fn allocate_async(&self) -> FixedAllocate<'_> {
         FixedAllocate {
             arena: crate::wait::ArenaRef::Borrowed(self),
-            ticket: None,
+            state: crate::wait::WaitState::Start,
         }
     }
 
@@ -504,6 +518,18 @@ impl FixedArena {
     #[cfg(feature = "async-alloc")]
     pub(crate) fn count_spill(&self) {
         self.inner().spills.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The wait queue's lock, held (tests check what works without it).
+    #[cfg(all(test, feature = "async-alloc"))]
+    pub(crate) fn lock_queue(&self) -> impl Sized + '_ {
+        sync::lock(&self.inner().waiters)
+    }
+
+    /// Entries the wait queue's buffers have room for now.
+    #[cfg(all(test, feature = "async-alloc"))]
+    pub(crate) fn queue_capacity(&self) -> usize {
+        sync::lock(&self.inner().waiters).heap_entries()
     }
 
     /// The number of slots.
@@ -595,14 +621,19 @@ impl fmt::Debug for FixedArena {
     }
 }
 
-/// Configures and builds a [`FixedArena`]; from [`FixedArena::builder`].
-#[derive(Debug, Clone)]
+/// Configures and builds a [`FixedArena`]; from [`FixedArena::builder`] or
+/// [`FixedArena::builder_in`] (on memory the caller provides).
+///
+/// The memory options (`prefault`, `buffer_alignment`, `pages`) are in
+/// `crate::region`.
+#[derive(Debug)]
 #[must_use = "call .build() to create the arena"]
 pub struct FixedArenaBuilder {
     slot_count: NonZeroUsize,
     slot_capacity: NonZeroUsize,
     auto_spill: bool,
     zero_on_release: bool,
+    pub(crate) memory: MemoryConfig,
 }
 
 impl FixedArenaBuilder {
@@ -629,13 +660,24 @@ impl FixedArenaBuilder {
         self
     }
 
-    /// Reserves the arena's memory and builds it.
+    /// Reserves the arena's memory (or takes the caller's region) and builds
+    /// it.
+    ///
+    /// Besides the region itself, the arena keeps about 9 bytes of
+    /// bookkeeping per slot on the heap: an 8-byte release counter per slot
+    /// and a 64-byte bitmap word per 62 slots. Every allocation `build()`
+    /// makes is fallible.
     ///
     /// # Errors
     ///
     /// [`BuildError::FixedSizeOverflow`] if `slot_count * slot_capacity` does
     /// not fit in `isize`; [`BuildError::OutOfMemory`] if the system cannot
-    /// provide it.
+    /// provide the region or the bookkeeping; for the memory options,
+    /// [`BuildError::RegionTooSmall`], [`BuildError::RegionMisaligned`],
+    /// [`BuildError::AlignmentNotPowerOfTwo`], [`BuildError::SizeNotAligned`],
+    /// [`BuildError::HugePagesUnavailable`], [`BuildError::MapFailed`] or
+    /// [`BuildError::InvalidRegion`]. A caller-provided region is dropped
+    /// when `build()` fails (its deallocation callback runs).
     pub fn build(self) -> Result<FixedArena, BuildError> {
         let (slot_count, slot_capacity) = (self.slot_count.get(), self.slot_capacity.get());
         let overflow = BuildError::FixedSizeOverflow {
@@ -649,12 +691,14 @@ impl FixedArenaBuilder {
         let n_words = slot_count.div_ceil(SLOTS_PER_WORD);
         let used_in_last = slot_count - (n_words - 1) * SLOTS_PER_WORD;
         let last_pad = !FLAGS & !((1u64 << used_in_last) - 1);
-        let region = Region::new(total, self.zero_on_release)?;
-        let words: Box<[Word]> = (0..n_words)
-            .map(|w| Word(AtomicU64::new(if w + 1 == n_words { last_pad } else { 0 })))
-            .collect();
-        let releases = (0..slot_count).map(|_| AtomicU64::new(0)).collect();
-        let inner = Box::new(FixedInner {
+        let region = self
+            .memory
+            .reserve(total, slot_capacity, self.zero_on_release)?;
+        let words = try_table(n_words, |w| {
+            Word(AtomicU64::new(if w + 1 == n_words { last_pad } else { 0 }))
+        })?;
+        let releases = try_table(slot_count, |_| AtomicU64::new(0))?;
+        let inner = try_box(FixedInner {
             words,
             releases,
             region,
@@ -667,11 +711,12 @@ impl FixedArenaBuilder {
             pending: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
             spills: AtomicU64::new(0),
+            full: crate::trace::FullEdge::default(),
             #[cfg(feature = "async-alloc")]
             waiters: crate::sync::Mutex::new(crate::wait::Waiters::new()),
             #[cfg(arenabuf_loom)]
             _track: loom::alloc::Track::new(()),
-        });
+        })?;
         Ok(FixedArena {
             inner: NonNull::from(Box::leak(inner)),
         })
@@ -682,11 +727,16 @@ impl FixedArenaBuilder {
 ///
 /// `FixedAllocate<'static>` (from the [`BufferSource`](crate::BufferSource)
 /// impl) owns a handle instead of borrowing one.
+///
+/// # Panics
+///
+/// Polling it again after it returned `Ready` panics (one future, one
+/// buffer); call `allocate_async()` again for another.
 #[cfg(feature = "async-alloc")]
 #[must_use = "futures do nothing unless polled"]
 pub struct FixedAllocate<'a> {
     arena: crate::wait::ArenaRef<'a, FixedArena>,
-    ticket: Option<u64>,
+    state: crate::wait::WaitState,
 }
 
 #[cfg(feature = "async-alloc")]
@@ -695,7 +745,7 @@ impl FixedAllocate<'static> {
     pub(crate) fn owned(arena: FixedArena) -> Self {
         Self {
             arena: crate::wait::ArenaRef::Owned(arena),
-            ticket: None,
+            state: crate::wait::WaitState::Start,
         }
     }
 }
@@ -712,10 +762,11 @@ impl std::future::Future for FixedAllocate<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Buffer> {
         let this = &mut *self;
-        if this.ticket.is_none() {
+        if let crate::wait::WaitState::Start = this.state {
             let handle: &FixedArena = &this.arena;
             let arena = handle.inner();
             if let Some((word, bit)) = arena.claim(handle.inner.as_ptr() as usize) {
+                this.state = crate::wait::WaitState::Done;
                 return std::task::Poll::Ready(Buffer::from_lease(
                     arena.lease(handle.inner, word, bit),
                     arena.auto_spill,
@@ -728,21 +779,22 @@ impl std::future::Future for FixedAllocate<'_> {
 
 #[cfg(feature = "async-alloc")]
 impl FixedAllocate<'_> {
-    /// Picks up a grant (with a ticket), or queues (without one, after a
-    /// failed claim).
+    /// Picks up a grant (once queued), or queues (after a failed claim).
     #[cold]
     #[inline(never)]
     fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Buffer> {
+        use crate::wait::WaitState;
         use std::task::Poll;
 
         let this = self;
+        this.state.check_not_done();
         let handle: &FixedArena = &this.arena;
         let arena = handle.inner();
-        if let Some(ticket) = this.ticket {
-            let mut queue = sync::lock(&arena.waiters);
-            return match queue.poll(ticket, cx.waker()) {
+        if let WaitState::Queued(node) = &this.state {
+            // The grant is written into our node: no arena lock needed.
+            return match node.poll(cx.waker()) {
                 Some(lease) => {
-                    this.ticket = None;
+                    this.state = WaitState::Done;
                     Poll::Ready(Buffer::from_lease(lease, arena.auto_spill))
                 }
                 None => Poll::Pending,
@@ -755,28 +807,33 @@ impl FixedAllocate<'_> {
         // Queue first, then serve the queue from whatever is free now: a
         // slot released before WAITERS was set is found here, and earlier
         // waiters get it before we do.
-        let ticket = queue.register((), cx.waker());
+        let node = queue.register(0, cx.waker());
         let wake = arena.serve_waiters(handle.inner, &mut queue);
-        let mine = queue.poll(ticket, cx.waker());
         drop(queue);
-        wake.into_iter().for_each(std::task::Waker::wake);
-        match mine {
-            Some(lease) => Poll::Ready(Buffer::from_lease(lease, arena.auto_spill)),
+        let poll = match node.poll(cx.waker()) {
+            Some(lease) => {
+                this.state = WaitState::Done;
+                Poll::Ready(Buffer::from_lease(lease, arena.auto_spill))
+            }
             None => {
-                this.ticket = Some(ticket);
+                this.state = WaitState::Queued(node);
                 Poll::Pending
             }
-        }
+        };
+        crate::wait::wake_all(wake);
+        poll
     }
 }
 
 #[cfg(feature = "async-alloc")]
 impl Drop for FixedAllocate<'_> {
     fn drop(&mut self) {
-        let Some(ticket) = self.ticket else { return };
+        let crate::wait::WaitState::Queued(node) = &self.state else {
+            return;
+        };
         let arena = self.arena.inner();
         let mut queue = sync::lock(&arena.waiters);
-        let cancelled = queue.cancel(ticket);
+        let cancelled = queue.cancel(node);
         if queue.is_empty() {
             arena.flag_waiters(false);
         }
@@ -791,7 +848,10 @@ impl Drop for FixedAllocate<'_> {
 impl fmt::Debug for FixedAllocate<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FixedAllocate")
-            .field("waiting", &self.ticket.is_some())
+            .field(
+                "waiting",
+                &matches!(self.state, crate::wait::WaitState::Queued(_)),
+            )
             .finish()
     }
 }

@@ -37,7 +37,11 @@
 //!
 //! - `fixed`, `buddy`: the allocators (with their invariants written down);
 //! - `buffer`: [`Buffer`], its `BufMut` writes, auto-spill and `freeze`;
-//! - `region`: the arena memory itself; `sync`: the loom shim;
+//! - `region`: the arena memory itself: [`Region`] (reserved by the arena,
+//!   mapped with a `PagePolicy` (feature `mmap`), or provided by the
+//!   caller), [`RegionInfo`] (base, length and pages, for registering it
+//!   with the kernel), the memory options of the builders and the nearest
+//!   valid buddy geometry; `sync`: the loom shim;
 //! - `wait` (feature `async-alloc`): the FIFO queue behind
 //!   `allocate_async`, which hands released capacity to waiting tasks;
 //! - `source` (feature `async-alloc`): [`BufferSource`], what the I/O
@@ -48,8 +52,43 @@
 //!   arena buffers with zero-copy frames and backpressure;
 //! - [`tower`] (feature `tower`): `ArenaBodyLayer`, collecting HTTP request
 //!   bodies into arena memory in front of any tower/hyper/axum service;
-//! - `metrics`, `error`: snapshots and typed errors.
+//! - `metrics`: snapshots ([`FixedMetrics`], [`BuddyMetrics`], and
+//!   [`ArenaMetrics`], the fields both share) and
+//!   [`write_prometheus`], the Prometheus text format;
+//! - `trace` (feature `tracing`): the events operators see in their logs
+//!   (an arena becoming full, a slow wait for memory); without the feature
+//!   its macros compile to nothing;
+//! - `error`: typed errors.
+//!
+//! Items behind a feature say which one in their docs (and on docs.rs, where
+//! every feature is built, in a badge).
 
+// The module map links to feature-gated items: to the item when its feature
+// is on, otherwise to the docs.rs page (built with every feature), so a
+// default-feature `cargo doc` has no unresolved link. (The empty line ends
+// the paragraph above, which a link definition cannot interrupt.)
+#![doc = ""]
+#![cfg_attr(feature = "codec", doc = "[`codec`]: crate::codec")]
+#![cfg_attr(
+    not(feature = "codec"),
+    doc = "[`codec`]: https://docs.rs/arenabuf/latest/arenabuf/codec/"
+)]
+#![cfg_attr(feature = "io", doc = "[`io`]: crate::io")]
+#![cfg_attr(
+    not(feature = "io"),
+    doc = "[`io`]: https://docs.rs/arenabuf/latest/arenabuf/io/"
+)]
+#![cfg_attr(feature = "tower", doc = "[`tower`]: crate::tower")]
+#![cfg_attr(
+    not(feature = "tower"),
+    doc = "[`tower`]: https://docs.rs/arenabuf/latest/arenabuf/tower/"
+)]
+#![cfg_attr(feature = "async-alloc", doc = "[`BufferSource`]: crate::BufferSource")]
+#![cfg_attr(
+    not(feature = "async-alloc"),
+    doc = "[`BufferSource`]: https://docs.rs/arenabuf/latest/arenabuf/trait.BufferSource.html"
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -60,10 +99,12 @@ mod buffer;
 #[allow(dead_code)]
 mod cache;
 #[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
 pub mod codec;
 mod error;
 mod fixed;
 #[cfg(feature = "io")]
+#[cfg_attr(docsrs, doc(cfg(feature = "io")))]
 pub mod io;
 mod metrics;
 mod region;
@@ -71,21 +112,33 @@ mod region;
 mod source;
 mod sync;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
+mod trace;
 #[cfg(feature = "async-alloc")]
 mod wait;
 
 #[cfg(feature = "async-alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-alloc")))]
 pub use buddy::BuddyAllocate;
 pub use buddy::{BuddyArena, BuddyArenaBuilder};
 pub use buffer::Buffer;
 pub use error::{AllocError, BuildError};
 #[cfg(feature = "async-alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-alloc")))]
 pub use fixed::FixedAllocate;
 pub use fixed::{FixedArena, FixedArenaBuilder};
-pub use metrics::{BuddyMetrics, FixedMetrics};
+pub use metrics::{ArenaMetrics, BuddyMetrics, FixedMetrics, write_prometheus};
+#[cfg(feature = "mmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mmap")))]
+pub use region::PagePolicy;
+pub use region::{Dealloc, HugePages, Region, RegionInfo, RegionSource};
 #[cfg(feature = "async-alloc")]
-pub use source::{BufferSource, FixedWait};
+#[cfg_attr(docsrs, doc(cfg(feature = "async-alloc")))]
+pub use source::{BuddyWait, BufferSource, FixedWait};
+#[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub use trace::set_slow_wait_threshold;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,5 +1,7 @@
-//! Metrics snapshots, and the sharded counter that keeps counting off the
-//! shared cache lines of the hot path.
+//! Metrics snapshots, their Prometheus text rendering, and the sharded
+//! counter that keeps counting off the shared cache lines of the hot path.
+
+use std::fmt;
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -64,6 +66,180 @@ pub struct BuddyMetrics {
     pub wait_count: u64,
 }
 
+/// The metrics every arena has: the fields [`FixedMetrics`] and
+/// [`BuddyMetrics`] share, for code generic over the arena (a
+/// `BufferSource`'s `metrics()` (feature `async-alloc`) converts into it)
+/// and for export ([`write_prometheus`]).
+///
+/// Built with `From` from either snapshot; the arena-specific fields
+/// (`live_slots`, `largest_free_block`, split and coalesce counts) stay on
+/// those.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use arenabuf::{ArenaMetrics, BuddyArena, FixedArena};
+///
+/// let nz = |n| NonZeroUsize::new(n).unwrap();
+/// let fixed = FixedArena::builder(nz(4), nz(1024)).build()?;
+/// let buddy = BuddyArena::builder(nz(4096), nz(256)).build()?;
+/// let _held = (fixed.allocate()?, buddy.allocate(nz(1000))?);
+/// let both: [ArenaMetrics; 2] = [fixed.metrics().into(), buddy.metrics().into()];
+/// assert_eq!(both.map(|m| m.live_bytes), [1024, 1024]);
+/// assert_eq!(both.map(|m| m.reserved_bytes), [4096, 4096]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ArenaMetrics {
+    /// Successful allocations since the arena was built (see
+    /// [`FixedMetrics::alloc_count`]).
+    pub alloc_count: u64,
+    /// Allocations that failed with [`AllocError::ArenaFull`](crate::AllocError::ArenaFull).
+    pub alloc_failure_count: u64,
+    /// Buffers that outgrew their arena memory and moved to the heap, and
+    /// heap fallbacks noted through `BufferSource::note_spill`.
+    pub spill_count: u64,
+    /// Arena bytes in use now.
+    pub live_bytes: usize,
+    /// Total arena bytes (the cap).
+    pub reserved_bytes: usize,
+    /// Tasks waiting for memory now (feature `async-alloc`; 0 without).
+    pub waiting_tasks: usize,
+    /// Allocations that had to wait for memory (feature `async-alloc`; 0
+    /// without).
+    pub wait_count: u64,
+}
+
+impl From<FixedMetrics> for ArenaMetrics {
+    fn from(m: FixedMetrics) -> Self {
+        Self {
+            alloc_count: m.alloc_count,
+            alloc_failure_count: m.alloc_failure_count,
+            spill_count: m.spill_count,
+            live_bytes: m.live_bytes,
+            reserved_bytes: m.reserved_bytes,
+            waiting_tasks: m.waiting_tasks,
+            wait_count: m.wait_count,
+        }
+    }
+}
+
+impl From<BuddyMetrics> for ArenaMetrics {
+    fn from(m: BuddyMetrics) -> Self {
+        Self {
+            alloc_count: m.alloc_count,
+            alloc_failure_count: m.alloc_failure_count,
+            spill_count: m.spill_count,
+            live_bytes: m.live_bytes,
+            reserved_bytes: m.reserved_bytes,
+            waiting_tasks: m.waiting_tasks,
+            wait_count: m.wait_count,
+        }
+    }
+}
+
+/// Each exported metric: name, type, help text, and its value.
+#[allow(clippy::type_complexity)]
+const FAMILIES: [(&str, &str, &str, fn(&ArenaMetrics) -> u64); 7] = [
+    (
+        "arenabuf_live_bytes",
+        "gauge",
+        "Arena bytes in use now.",
+        |m| m.live_bytes as u64,
+    ),
+    (
+        "arenabuf_reserved_bytes",
+        "gauge",
+        "Total arena bytes (the cap).",
+        |m| m.reserved_bytes as u64,
+    ),
+    (
+        "arenabuf_waiting_tasks",
+        "gauge",
+        "Tasks waiting for arena memory now.",
+        |m| m.waiting_tasks as u64,
+    ),
+    (
+        "arenabuf_allocations_total",
+        "counter",
+        "Successful allocations since the arena was built.",
+        |m| m.alloc_count,
+    ),
+    (
+        "arenabuf_allocation_failures_total",
+        "counter",
+        "Allocations that failed because the arena was full.",
+        |m| m.alloc_failure_count,
+    ),
+    (
+        "arenabuf_spills_total",
+        "counter",
+        "Buffers that moved to, or fell back on, the heap.",
+        |m| m.spill_count,
+    ),
+    (
+        "arenabuf_waits_total",
+        "counter",
+        "Allocations that had to wait for arena memory.",
+        |m| m.wait_count,
+    ),
+];
+
+/// Writes `arenas`' metrics in the Prometheus text exposition format
+/// (version 0.0.4, what a `/metrics` endpoint serves with
+/// `Content-Type: text/plain; version=0.0.4`), one sample per arena per
+/// metric, labelled `arena="<name>"`.
+///
+/// The metrics, all of [`ArenaMetrics`]: gauges `arenabuf_live_bytes`,
+/// `arenabuf_reserved_bytes` (bytes) and `arenabuf_waiting_tasks`; counters
+/// `arenabuf_allocations_total`, `arenabuf_allocation_failures_total`,
+/// `arenabuf_spills_total` and `arenabuf_waits_total`. Each family has its
+/// `# HELP` and `# TYPE` line once, however many arenas. Names are escaped as
+/// the format requires (`\`, `"`, newline); give each arena a distinct
+/// name. Rendering takes no lock and allocates nothing of its own; take the
+/// snapshots at scrape time, not per request.
+///
+/// # Errors
+///
+/// Only `out`'s own (writing to a `String` never fails).
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use arenabuf::{FixedArena, write_prometheus};
+///
+/// let nz = |n| NonZeroUsize::new(n).unwrap();
+/// let arena = FixedArena::builder(nz(4), nz(1024)).build()?;
+/// let _held = arena.allocate()?;
+/// let mut text = String::new();
+/// write_prometheus(&mut text, &[("frames", arena.metrics().into())])?;
+/// assert!(text.contains("# TYPE arenabuf_live_bytes gauge\n"));
+/// assert!(text.contains("arenabuf_live_bytes{arena=\"frames\"} 1024\n"));
+/// assert!(text.contains("arenabuf_allocations_total{arena=\"frames\"} 1\n"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn write_prometheus<W: fmt::Write + ?Sized>(
+    out: &mut W,
+    arenas: &[(&str, ArenaMetrics)],
+) -> fmt::Result {
+    for (name, kind, help, value) in FAMILIES {
+        writeln!(out, "# HELP {name} {help}")?;
+        writeln!(out, "# TYPE {name} {kind}")?;
+        for (arena, m) in arenas {
+            write!(out, "{name}{{arena=\"")?;
+            for c in arena.chars() {
+                match c {
+                    '\\' => out.write_str("\\\\")?,
+                    '"' => out.write_str("\\\"")?,
+                    '\n' => out.write_str("\\n")?,
+                    c => out.write_char(c)?,
+                }
+            }
+            writeln!(out, "\"}} {}", value(m))?;
+        }
+    }
+    Ok(())
+}
+
 const SHARDS: usize = 16;
 
 #[repr(align(64))]
@@ -93,5 +269,63 @@ impl ShardedCounter {
             .iter()
             .map(|s| s.0.load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ArenaMetrics, write_prometheus};
+
+    fn metrics(live_bytes: usize, alloc_count: u64) -> ArenaMetrics {
+        ArenaMetrics {
+            live_bytes,
+            alloc_count,
+            reserved_bytes: 4096,
+            ..ArenaMetrics::default()
+        }
+    }
+
+    #[test]
+    fn prometheus_text_has_each_family_once_and_every_arena() {
+        let mut text = String::new();
+        write_prometheus(&mut text, &[("a", metrics(10, 3)), ("b", metrics(20, 4))]).unwrap();
+        for name in [
+            "arenabuf_live_bytes",
+            "arenabuf_reserved_bytes",
+            "arenabuf_waiting_tasks",
+            "arenabuf_allocations_total",
+            "arenabuf_allocation_failures_total",
+            "arenabuf_spills_total",
+            "arenabuf_waits_total",
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+        assert!(text.contains("arenabuf_live_bytes{arena=\"a\"} 10\n"));
+        assert!(text.contains("arenabuf_live_bytes{arena=\"b\"} 20\n"));
+        assert!(text.contains("arenabuf_allocations_total{arena=\"b\"} 4\n"));
+        assert!(text.contains("# TYPE arenabuf_allocations_total counter\n"));
+        // Every line is a comment or `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(series.ends_with("\"}"), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn prometheus_label_values_are_escaped() {
+        let mut text = String::new();
+        write_prometheus(&mut text, &[("a\"b\\c\nd", metrics(1, 1))]).unwrap();
+        assert!(text.contains(r#"arenabuf_live_bytes{arena="a\"b\\c\nd"} 1"#));
+        assert_eq!(text.lines().count(), 7 * 3);
     }
 }

@@ -9,7 +9,11 @@ use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::{AllocError, BuddyAllocate, BuddyArena, Buffer, FixedAllocate, FixedArena};
+use crate::trace::WaitTimer;
+use crate::{
+    AllocError, ArenaMetrics, BuddyAllocate, BuddyArena, BuddyMetrics, Buffer, FixedAllocate,
+    FixedArena, FixedMetrics,
+};
 
 /// Hands out [`Buffer`]s of at least a given length, now or by waiting.
 ///
@@ -30,11 +34,36 @@ use crate::{AllocError, BuddyAllocate, BuddyArena, Buffer, FixedAllocate, FixedA
 /// assert_eq!(frame_buffer(&arena, 100).unwrap().capacity(), 1024);
 /// assert!(frame_buffer(&arena, 4096).is_none()); // RequestTooLarge: never fits a slot
 /// assert_eq!(arena.max_len(), 1024);
+///
+/// // Metrics, generic over the source: the fields every arena has.
+/// fn in_use<S: BufferSource>(source: &S) -> usize {
+///     source.arena_metrics().live_bytes
+/// }
+/// let held = arena.allocate()?;
+/// assert_eq!(in_use(&arena), 1024);
+/// # drop(held);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait BufferSource: Clone + Send + Sync + 'static {
     /// The future of [`allocate_wait`](BufferSource::allocate_wait).
     type Wait: Future<Output = Result<Buffer, AllocError>> + Send + Unpin + 'static;
+
+    /// The source's own metrics snapshot ([`FixedMetrics`],
+    /// [`BuddyMetrics`], or a type of yours), which converts into the
+    /// common view, [`ArenaMetrics`].
+    type Metrics: Into<ArenaMetrics> + std::fmt::Debug + Clone + Send + 'static;
+
+    /// A snapshot of the source's metrics: for a [`FixedArena`] or
+    /// [`BuddyArena`], the same as its inherent `metrics()`, with every
+    /// field of [`FixedMetrics`] or [`BuddyMetrics`].
+    fn metrics(&self) -> Self::Metrics;
+
+    /// The common view of [`metrics`](BufferSource::metrics): the fields
+    /// every arena has, for code generic over the source (a status line,
+    /// [`write_prometheus`](crate::write_prometheus)).
+    fn arena_metrics(&self) -> ArenaMetrics {
+        self.metrics().into()
+    }
 
     /// The longest buffer this source can ever hand out. Requests above it
     /// fail with [`AllocError::RequestTooLarge`], now and forever.
@@ -60,6 +89,11 @@ pub trait BufferSource: Clone + Send + Sync + 'static {
 
 impl BufferSource for FixedArena {
     type Wait = FixedWait;
+    type Metrics = FixedMetrics;
+
+    fn metrics(&self) -> FixedMetrics {
+        FixedArena::metrics(self)
+    }
 
     fn max_len(&self) -> usize {
         self.slot_capacity()
@@ -71,10 +105,13 @@ impl BufferSource for FixedArena {
     }
 
     fn allocate_wait(&self, len: NonZeroUsize) -> FixedWait {
-        FixedWait(match self.check_len(len.get()) {
-            Ok(()) => Ok(FixedAllocate::owned(self.clone())),
-            Err(e) => Err(Some(e)),
-        })
+        FixedWait {
+            wait: match self.check_len(len.get()) {
+                Ok(()) => Ok(FixedAllocate::owned(self.clone())),
+                Err(e) => Err(Some(e)),
+            },
+            timer: WaitTimer::new("fixed", len.get()),
+        }
     }
 
     fn note_spill(&self) {
@@ -82,24 +119,48 @@ impl BufferSource for FixedArena {
     }
 }
 
-/// The [`BufferSource::Wait`] future of a [`FixedArena`].
+/// The [`BufferSource::Wait`] future of a [`FixedArena`]: its
+/// [`allocate_async`](FixedArena::allocate_async), after a length check.
+/// With the `tracing` feature, a wait that lasts past the threshold is
+/// reported when it ends (see `set_slow_wait_threshold`).
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
-pub struct FixedWait(Result<FixedAllocate<'static>, Option<AllocError>>);
+pub struct FixedWait {
+    wait: Result<FixedAllocate<'static>, Option<AllocError>>,
+    timer: WaitTimer,
+}
 
 impl Future for FixedWait {
     type Output = Result<Buffer, AllocError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.0 {
-            Ok(wait) => Pin::new(wait).poll(cx).map(Ok),
-            Err(e) => Poll::Ready(Err(e.take().expect("FixedWait polled after completion"))),
+        let this = &mut *self;
+        match &mut this.wait {
+            Ok(wait) => match Pin::new(wait).poll(cx) {
+                Poll::Ready(buf) => {
+                    this.timer.done("served");
+                    Poll::Ready(Ok(buf))
+                }
+                Poll::Pending => {
+                    this.timer.pending();
+                    Poll::Pending
+                }
+            },
+            Err(e) => match e.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => crate::wait::polled_after_completion(),
+            },
         }
     }
 }
 
 impl BufferSource for BuddyArena {
-    type Wait = BuddyAllocate<'static>;
+    type Wait = BuddyWait;
+    type Metrics = BuddyMetrics;
+
+    fn metrics(&self) -> BuddyMetrics {
+        BuddyArena::metrics(self)
+    }
 
     fn max_len(&self) -> usize {
         self.total_size()
@@ -109,11 +170,44 @@ impl BufferSource for BuddyArena {
         self.allocate(len)
     }
 
-    fn allocate_wait(&self, len: NonZeroUsize) -> BuddyAllocate<'static> {
-        BuddyAllocate::owned(self.clone(), len)
+    fn allocate_wait(&self, len: NonZeroUsize) -> BuddyWait {
+        BuddyWait {
+            wait: BuddyAllocate::owned(self.clone(), len),
+            timer: WaitTimer::new("buddy", len.get()),
+        }
     }
 
     fn note_spill(&self) {
         self.count_spill();
+    }
+}
+
+/// The [`BufferSource::Wait`] future of a [`BuddyArena`]: its
+/// [`allocate_async`](BuddyArena::allocate_async). With the `tracing`
+/// feature, a wait that lasts past the threshold is reported when it ends
+/// (see `set_slow_wait_threshold`).
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct BuddyWait {
+    wait: BuddyAllocate<'static>,
+    timer: WaitTimer,
+}
+
+impl Future for BuddyWait {
+    type Output = Result<Buffer, AllocError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match Pin::new(&mut this.wait).poll(cx) {
+            Poll::Ready(result) => {
+                this.timer
+                    .done(if result.is_ok() { "served" } else { "failed" });
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                this.timer.pending();
+                Poll::Pending
+            }
+        }
     }
 }

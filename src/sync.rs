@@ -10,14 +10,14 @@
 //! for one) do not build with it.
 
 #[cfg(not(arenabuf_loom))]
-pub(crate) use std::sync::Mutex;
-#[cfg(not(arenabuf_loom))]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(arenabuf_loom))]
+pub(crate) use std::sync::{Arc, Mutex};
 
 #[cfg(arenabuf_loom)]
-pub(crate) use loom::sync::Mutex;
-#[cfg(arenabuf_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+#[cfg(arenabuf_loom)]
+pub(crate) use loom::sync::{Arc, Mutex};
 
 /// A small, stable, per-thread number, spread over all bits of a `usize`.
 ///

@@ -115,3 +115,55 @@ fn memory_the_system_cannot_provide_is_an_error() {
     fixed_err(1 << 20, 1 << 42, true);
     buddy_err(1 << 62, 1 << 40);
 }
+
+#[test]
+fn caller_regions_too_small_or_misused_say_what_to_change() {
+    use arenabuf::{BuildError, Region};
+
+    let tiny: &'static mut [u8] = Box::leak(vec![0u8; 100].into_boxed_slice());
+    let err = BuddyArena::builder_in(Region::from_static(tiny), nz(128))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::RegionTooSmall {
+            region_len: 100,
+            needed: 128
+        }
+    );
+    assert!(
+        err.to_string().contains("provide at least 128 bytes"),
+        "{err}"
+    );
+
+    let empty: &'static mut [u8] = Box::leak(Vec::new().into_boxed_slice());
+    let err = FixedArena::builder_in(Region::from_static(empty), nz(1))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::RegionTooSmall { .. }), "{err}");
+
+    // The largest valid buddy total inside 5000 bytes of 256 B blocks.
+    let pool: &'static mut [u8] = Box::leak(vec![0u8; 5000].into_boxed_slice());
+    let arena = BuddyArena::builder_in(Region::from_static(pool), nz(256))
+        .build()
+        .unwrap();
+    assert_eq!((arena.total_size(), arena.region().len()), (4096, 4096));
+}
+
+#[test]
+fn nearest_geometry_instead_of_an_error() {
+    // The geometry error names the size that builder_nearest picks.
+    let err = BuddyArena::builder(nz(1000), nz(16)).build().unwrap_err();
+    assert!(err.to_string().contains("use e.g. 512"), "{err}");
+    let arena = BuddyArena::builder_nearest(nz(1000), nz(16))
+        .build()
+        .unwrap();
+    assert_eq!((arena.total_size(), arena.min_block_size()), (512, 16));
+    let arena = BuddyArena::builder_nearest(nz(3 << 20), nz(3000))
+        .build()
+        .unwrap();
+    assert_eq!(
+        (arena.total_size(), arena.min_block_size()),
+        (2 << 20, 4096)
+    );
+}

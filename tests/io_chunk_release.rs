@@ -1,7 +1,7 @@
 //! A frames reader must not keep a chunk alive once every frame cut from it
 //! is gone: with a one-slot arena, a reader waiting for its next buffer
 //! while still holding the chunk it emptied waits forever (found with
-//! `examples/ingest --connections 1 --arena-mib 1 --max-frame 1048572`).
+//! `ingest-demo --connections 1 --arena-mib 1 --max-frame 1048572`).
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;

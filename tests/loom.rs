@@ -394,4 +394,76 @@ mod waiting {
             assert!(arena.allocate(nz(16)).is_ok());
         });
     }
+
+    /// A grant races its waiter's re-poll: the waiter registered with one
+    /// waker and polls again with another (in `block_on`) while the slot is
+    /// released on another thread. The waker update and the grant are
+    /// ordered by the node's lock, so the wake-up is never lost (loom
+    /// reports a deadlock if `block_on` sleeps forever).
+    #[test]
+    fn fixed_grant_races_pickup() {
+        loom::model(|| {
+            let arena = FixedArena::builder(nz(1), nz(1)).build().unwrap();
+            let held = arena.allocate().unwrap();
+            let mut fut = Box::pin(arena.allocate_async());
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            let releaser = thread::spawn(move || drop(held));
+            let mut buf = loom::future::block_on(fut);
+            buf.put_u8(1);
+            releaser.join().unwrap();
+            drop(buf);
+            let m = arena.metrics();
+            assert_eq!((m.live_slots, m.waiting_tasks), (0, 0));
+        });
+    }
+
+    /// A waiter is cancelled while a release grants it its slot, with a
+    /// second waiter behind it: the slot reaches the second waiter (handed
+    /// on by the cancel, or granted directly), exactly once.
+    #[test]
+    fn fixed_cancel_during_grant_hands_on() {
+        loom::model(|| {
+            let arena = FixedArena::builder(nz(1), nz(1)).build().unwrap();
+            let held = arena.allocate().unwrap();
+            let mut cx = Context::from_waker(Waker::noop());
+            // An owned ('static) future, to be dropped on another thread.
+            let mut first = Box::pin(arenabuf::BufferSource::allocate_wait(&arena, nz(1)));
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+            let mut second = Box::pin(arena.allocate_async());
+            assert!(second.as_mut().poll(&mut cx).is_pending());
+            let releaser = thread::spawn(move || drop(held));
+            let canceller = thread::spawn(move || drop(first));
+            let buf = loom::future::block_on(second);
+            releaser.join().unwrap();
+            canceller.join().unwrap();
+            assert_eq!(arena.metrics().live_slots, 1);
+            drop(buf);
+            let m = arena.metrics();
+            assert_eq!((m.live_slots, m.waiting_tasks), (0, 0));
+        });
+    }
+
+    /// Buddy: the same cancel-during-grant race, where the cancel also
+    /// serves the queue (the head left).
+    #[test]
+    fn buddy_cancel_during_grant_hands_on() {
+        loom::model(|| {
+            let arena = BuddyArena::builder(nz(16), nz(16)).build().unwrap();
+            let held = arena.allocate(nz(16)).unwrap();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut first = Box::pin(arenabuf::BufferSource::allocate_wait(&arena, nz(16)));
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+            let mut second = Box::pin(arena.allocate_async(nz(16)));
+            assert!(second.as_mut().poll(&mut cx).is_pending());
+            let releaser = thread::spawn(move || drop(held));
+            let canceller = thread::spawn(move || drop(first));
+            let buf = loom::future::block_on(second).unwrap();
+            releaser.join().unwrap();
+            canceller.join().unwrap();
+            drop(buf);
+            let m = arena.metrics();
+            assert_eq!((m.live_bytes, m.waiting_tasks), (0, 0));
+        });
+    }
 }

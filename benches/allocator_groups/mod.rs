@@ -493,6 +493,173 @@ pub fn auto_spill(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------
+// Where the memory comes from: first touch and huge pages (issue 15)
+// ---------------------------------------------------------------------------
+
+/// `first_touch` arena: 2048 slots of 4096 B (8 MiB), every slot once.
+const TOUCH_SLOTS: usize = 2048;
+const TOUCH_SLOT: usize = 4096;
+
+/// The region kinds of `first_touch`, by implementation name: how each
+/// fresh arena is built (outside the timed section).
+fn touch_arena(kind: &str) -> Option<arenabuf::FixedArena> {
+    use arenabuf::PagePolicy;
+    let builder = arenabuf::FixedArena::builder(nz(TOUCH_SLOTS), nz(TOUCH_SLOT));
+    let builder = match kind {
+        "arenabuf" => builder,
+        "arenabuf_zeroed" => builder.zero_on_release(),
+        "arenabuf_mapped" => builder.pages(PagePolicy::Mapped),
+        "arenabuf_prefaulted" => builder.pages(PagePolicy::Mapped).prefault(),
+        "arenabuf_thp" => builder.pages(PagePolicy::TransparentHuge),
+        "arenabuf_thp_prefaulted" => builder.pages(PagePolicy::TransparentHuge).prefault(),
+        "arenabuf_huge" => builder.pages(PagePolicy::Huge),
+        _ => unreachable!("unknown first_touch kind {kind}"),
+    };
+    builder.build().ok()
+}
+
+/// `first_touch`: the first pass over a fresh arena: allocate every slot,
+/// write 4096 B into it and freeze it (the `Bytes` are kept, and dropped
+/// with the arena outside the timed section). Building the arena is not
+/// timed: that is where `prefault()` and zero-at-build pay the page faults
+/// the others pay here. `bytesmut` does the same with `BytesMut`s from the
+/// global allocator. `arenabuf_huge` runs only where huge pages are
+/// reserved.
+///
+/// `arenabuf_mapped` is the cold first touch (a fresh mapping every time).
+/// `arenabuf` is the default as users get it, which is not always cold:
+/// glibc raises its mmap threshold after a large block is freed, and then
+/// serves the next region from its heap, whose pages an earlier iteration
+/// already touched (the same holds for `bytesmut`).
+pub fn first_touch(c: &mut Criterion) {
+    let data = source(TOUCH_SLOT);
+    let mut group = c.benchmark_group(group_name("first_touch"));
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+        .throughput(Throughput::Bytes((TOUCH_SLOTS * TOUCH_SLOT) as u64));
+    let param = format!("{}MiB", (TOUCH_SLOTS * TOUCH_SLOT) >> 20);
+    for kind in [
+        "arenabuf",
+        "arenabuf_zeroed",
+        "arenabuf_mapped",
+        "arenabuf_prefaulted",
+        "arenabuf_thp",
+        "arenabuf_thp_prefaulted",
+        "arenabuf_huge",
+    ] {
+        if touch_arena(kind).is_none() {
+            eprintln!("first_touch: {kind} unavailable here (no huge pages reserved?), skipped");
+            continue;
+        }
+        group.bench_function(BenchmarkId::new(kind, &param), |b| {
+            b.iter_batched(
+                || {
+                    let arena = touch_arena(kind).expect("built once above");
+                    (arena, Vec::with_capacity(TOUCH_SLOTS))
+                },
+                |(arena, mut kept)| {
+                    for _ in 0..TOUCH_SLOTS {
+                        let mut buf = arena.allocate().expect("a fresh arena has every slot");
+                        buf.put_slice(black_box(&data));
+                        kept.push(buf.freeze());
+                    }
+                    (arena, kept)
+                },
+                criterion::BatchSize::PerIteration,
+            );
+        });
+    }
+    group.bench_function(BenchmarkId::new("bytesmut", &param), |b| {
+        b.iter_batched(
+            || Vec::with_capacity(TOUCH_SLOTS),
+            |mut kept| {
+                for _ in 0..TOUCH_SLOTS {
+                    let mut buf = BytesMut::with_capacity(TOUCH_SLOT);
+                    buf.put_slice(black_box(&data));
+                    kept.push(buf.freeze());
+                }
+                kept
+            },
+            criterion::BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+/// `pages_roundtrip` arena: 16 384 slots of 4096 B (64 MiB), of which
+/// `PAGES_RING` are held at any time (32 MiB, beyond what the TLB covers
+/// with 4 KiB pages).
+const PAGES_SLOTS: usize = 16_384;
+const PAGES_RING: usize = 8192;
+
+/// `pages_roundtrip`: steady state over a large working set: each iteration
+/// drops the oldest of `PAGES_RING` held `Bytes`, allocates a buffer,
+/// writes 4096 B and freezes it into the ring, so the writes walk a 32 MiB
+/// working set. `arenabuf` is the default heap region, `arenabuf_thp` a
+/// prefaulted transparent-huge-page region, `arenabuf_huge` explicit huge
+/// pages (only where reserved), `bytesmut` the global allocator.
+pub fn pages_roundtrip(c: &mut Criterion) {
+    use arenabuf::PagePolicy;
+    use std::collections::VecDeque;
+
+    let data = source(TOUCH_SLOT);
+    let mut group = roundtrip_group(c, "pages_roundtrip");
+    group.throughput(Throughput::Bytes(TOUCH_SLOT as u64));
+    let param = format!("ring{PAGES_RING}");
+    let builder = || arenabuf::FixedArena::builder(nz(PAGES_SLOTS), nz(TOUCH_SLOT));
+    let arenas = [
+        ("arenabuf", builder().prefault().build().ok()),
+        (
+            "arenabuf_thp",
+            builder()
+                .pages(PagePolicy::TransparentHuge)
+                .prefault()
+                .build()
+                .ok(),
+        ),
+        (
+            "arenabuf_huge",
+            builder().pages(PagePolicy::Huge).prefault().build().ok(),
+        ),
+    ];
+    for (name, arena) in &arenas {
+        let Some(arena) = arena else {
+            eprintln!(
+                "pages_roundtrip: {name} unavailable here (no huge pages reserved?), skipped"
+            );
+            continue;
+        };
+        let mut ring: VecDeque<Bytes> = (0..PAGES_RING)
+            .map(|_| {
+                let mut buf = arena.allocate().expect("slot");
+                buf.put_slice(&data);
+                buf.freeze()
+            })
+            .collect();
+        group.bench_function(BenchmarkId::new(*name, &param), |b| {
+            b.iter(|| {
+                drop(ring.pop_front());
+                let mut buf = arena.allocate().expect("a slot was just released");
+                buf.put_slice(black_box(&data));
+                ring.push_back(buf.freeze());
+            });
+        });
+    }
+    let mut ring: VecDeque<Bytes> = (0..PAGES_RING).map(|_| Bytes::from(data.clone())).collect();
+    group.bench_function(BenchmarkId::new("bytesmut", &param), |b| {
+        b.iter(|| {
+            drop(ring.pop_front());
+            let mut buf = BytesMut::with_capacity(TOUCH_SLOT);
+            buf.put_slice(black_box(&data));
+            ring.push_back(buf.freeze());
+        });
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------
 // cross_thread: allocate and freeze on one thread, drop on another
 // ---------------------------------------------------------------------------
 

@@ -25,6 +25,9 @@
 
 #![warn(missing_docs)]
 
+mod metrics;
+pub use metrics::{CONTENT_TYPE, app_with_metrics, metrics_text};
+
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -124,7 +127,8 @@ pub fn app(layer: ArenaBodyLayer<BuddyArena>) -> App {
     MapResponse::new(layer.layer(router()), to_axum)
 }
 
-/// Serves [`app`] on `listener` until the task is dropped.
+/// Serves [`app`], and `GET /metrics` ([`app_with_metrics`]), on `listener`
+/// until the task is dropped.
 ///
 /// # Errors
 ///
@@ -134,6 +138,6 @@ pub async fn serve(
     layer: ArenaBodyLayer<BuddyArena>,
 ) -> std::io::Result<()> {
     use axum::ServiceExt;
-    let make = ServiceExt::<http::Request<Body>>::into_make_service(app(layer));
+    let make = ServiceExt::<http::Request<Body>>::into_make_service(app_with_metrics(layer));
     axum::serve(listener, make).await
 }

@@ -159,6 +159,39 @@ pub const GROUPS: &[GroupSpec] = &[
         ],
     },
     GroupSpec {
+        name: "first_touch",
+        issue: 15,
+        bench: ALLOCATOR,
+        about: "The first pass over a fresh 8 MiB fixed arena (2048 x 4096 B): allocate every slot, write it, freeze, keep; \
+                the arena is built outside the timing, with each region kind (heap, zeroed, mapped, prefaulted, \
+                transparent huge pages, explicit huge pages where reserved); `bytesmut` from the global allocator.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf", "bytesmut"),
+            ("arenabuf_zeroed", "arenabuf"),
+            ("arenabuf_mapped", "arenabuf"),
+            ("arenabuf_prefaulted", "arenabuf_mapped"),
+            ("arenabuf_thp", "arenabuf_mapped"),
+            ("arenabuf_thp_prefaulted", "arenabuf_mapped"),
+            ("arenabuf_huge", "arenabuf_mapped"),
+            ("arenabuf_prefaulted", "bytesmut"),
+        ],
+    },
+    GroupSpec {
+        name: "pages_roundtrip",
+        issue: 15,
+        bench: ALLOCATOR,
+        about: "Steady state over a 32 MiB working set: drop the oldest of 8192 held 4096 B `Bytes`, allocate, write 4096 B, \
+                freeze into the ring; a prefaulted heap region, transparent huge pages, explicit huge pages where reserved.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf_thp", "arenabuf"),
+            ("arenabuf_huge", "arenabuf"),
+            ("arenabuf", "bytesmut"),
+            ("arenabuf_thp", "bytesmut"),
+        ],
+    },
+    GroupSpec {
         name: "async_uncontended",
         issue: 3,
         bench: ASYNC,
@@ -178,6 +211,20 @@ pub const GROUPS: &[GroupSpec] = &[
                 while holding the buffer, freezes and drops. Throughput is rounds per second.",
         metric: Metric::Throughput,
         pairs: &[("arenabuf_async", "semaphore_pool")],
+    },
+    GroupSpec {
+        name: "wait_storm",
+        issue: 10,
+        bench: ASYNC,
+        about: "`wN`: N waiters queued on an arena whose N slots (or 64 B blocks) are held; one burst of N frees \
+                hands each to a waiter, then every waiter is polled once to pick it up. Throughput is waiters \
+                per second: equal at w10000 and w80000 means linear. Baseline: N `Semaphore::acquire` futures, \
+                `add_permits(N)`, each polled once.",
+        metric: Metric::Throughput,
+        pairs: &[
+            ("arenabuf_fixed", "semaphore"),
+            ("arenabuf_buddy", "semaphore"),
+        ],
     },
     // Issue 4: `benches/io.rs`. Its heap allocation counts come from
     // `io_allocs.json` (see `results`).

@@ -1,0 +1,174 @@
+//! The queue of waiting tasks, in arrival order.
+//!
+//! One FIFO per size class (a block order; a fixed arena has one class),
+//! each holding `Arc<Node>`s in arrival order, with arrival numbers that
+//! increase across classes. The head of the whole queue is the earliest of
+//! the classes' fronts, found in O(classes).
+//!
+//! A cancelled node is marked and left where it is (O(1)); it is skipped
+//! when it reaches its class's front. Once cancelled entries outnumber live
+//! ones (plus a small slack), every class is compacted, so the entries kept
+//! stay within `2 * live + SLACK` whatever the number of cancellations, and
+//! each class's buffer shrinks back when it is mostly empty.
+//!
+//! # Invariants
+//!
+//! - `live` is the number of entries whose node is `Waiting`, `dead` the
+//!   number of the others still stored; both change only under the arena's
+//!   queue lock, which guards this whole structure.
+//! - Within a class, arrival numbers increase from front to back.
+
+use std::collections::VecDeque;
+use std::task::Waker;
+
+use super::node::{Node, Withdrawn};
+use crate::buffer::Lease;
+use crate::sync::Arc;
+
+/// Cancelled entries tolerated beyond the live ones before compaction.
+const SLACK: usize = 32;
+
+pub(crate) struct Waiters {
+    classes: Vec<VecDeque<Arc<Node>>>,
+    next_seq: u64,
+    live: usize,
+    dead: usize,
+    wait_count: u64,
+}
+
+impl Waiters {
+    /// An empty queue; allocates nothing until the first task waits.
+    pub(crate) const fn new() -> Self {
+        Self {
+            classes: Vec::new(),
+            next_seq: 0,
+            live: 0,
+            dead: 0,
+            wait_count: 0,
+        }
+    }
+
+    /// Whether no task is waiting (grants not picked up do not count).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Tasks waiting now.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Allocations that had to wait, since the arena was built.
+    pub(crate) fn wait_count(&self) -> u64 {
+        self.wait_count
+    }
+
+    /// Queues a new waiter of size class `class` at the tail.
+    pub(crate) fn register(&mut self, class: usize, waker: &Waker) -> Arc<Node> {
+        if self.classes.len() <= class {
+            self.classes.resize_with(class + 1, VecDeque::new);
+        }
+        let node = Arc::new(Node::new(self.next_seq, class, waker));
+        self.next_seq += 1;
+        self.classes[class].push_back(node.clone());
+        self.live += 1;
+        self.wait_count += 1;
+        node
+    }
+
+    /// Drops the cancelled entries at the front of `class`.
+    fn skip_dead(&mut self, class: usize) {
+        let queue = &mut self.classes[class];
+        while queue.front().is_some_and(|n| !n.is_waiting()) {
+            queue.pop_front();
+            self.dead -= 1;
+        }
+    }
+
+    /// The front of `class`, if a task of that class waits.
+    fn front(&mut self, class: usize) -> Option<&Node> {
+        self.skip_dead(class);
+        self.classes[class].front().map(|n| &**n)
+    }
+
+    /// The size class of the earliest waiter among classes `0..=max_class`.
+    pub(crate) fn first_up_to(&mut self, max_class: usize) -> Option<usize> {
+        if self.live == 0 {
+            return None;
+        }
+        let mut best: Option<(u64, usize)> = None;
+        for class in 0..self.classes.len().min(max_class.saturating_add(1)) {
+            if let Some(node) = self.front(class) {
+                if best.is_none_or(|(seq, _)| node.seq < seq) {
+                    best = Some((node.seq, class));
+                }
+            }
+        }
+        best.map(|(_, class)| class)
+    }
+
+    /// The head waiter: its size class and arrival number.
+    pub(crate) fn head(&mut self) -> Option<(usize, u64)> {
+        let class = self.first_up_to(usize::MAX)?;
+        let seq = self.front(class).expect("found above").seq;
+        Some((class, seq))
+    }
+
+    /// Gives `lease` to the earliest waiter of `class` (the caller checked
+    /// there is one) and returns its waker, to be called after unlocking.
+    pub(crate) fn grant(&mut self, class: usize, lease: Lease) -> Option<Waker> {
+        self.skip_dead(class);
+        let node = self.classes[class]
+            .pop_front()
+            .expect("grant is only called for a class with a waiter");
+        self.live -= 1;
+        let waker = node.grant(lease);
+        self.shrink(class);
+        waker
+    }
+
+    /// Withdraws `node`, whose future is being dropped. Returns a grant it
+    /// had not picked up: the caller releases it after unlocking, which
+    /// hands it on.
+    pub(crate) fn cancel(&mut self, node: &Node) -> Option<Lease> {
+        match node.withdraw() {
+            Withdrawn::Waiting => {
+                self.live -= 1;
+                self.dead += 1;
+                self.skip_dead(node.class);
+                if self.dead > self.live + SLACK {
+                    self.compact();
+                } else {
+                    self.shrink(node.class);
+                }
+                None
+            }
+            Withdrawn::Granted(lease) => Some(lease),
+            Withdrawn::Gone => None,
+        }
+    }
+
+    /// Removes every cancelled entry.
+    fn compact(&mut self) {
+        for class in 0..self.classes.len() {
+            self.classes[class].retain(|n| n.is_waiting());
+            self.shrink(class);
+        }
+        self.dead = 0;
+    }
+
+    /// Gives memory back once `class` uses a small part of its buffer.
+    fn shrink(&mut self, class: usize) {
+        let queue = &mut self.classes[class];
+        if queue.capacity() > 4 * queue.len() + SLACK {
+            queue.shrink_to(2 * queue.len() + SLACK / 2);
+        }
+    }
+
+    /// Bytes of heap this queue holds now (its buffers, not the nodes the
+    /// tasks own), for tests.
+    #[cfg(test)]
+    pub(crate) fn heap_entries(&self) -> usize {
+        self.classes.iter().map(VecDeque::capacity).sum()
+    }
+}
