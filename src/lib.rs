@@ -94,10 +94,6 @@
 
 mod buddy;
 mod buffer;
-// Prototype of the slot cache (issue 14), tested on its own until `fixed/`
-// is split and it is wired in.
-#[allow(dead_code)]
-mod cache;
 #[cfg(feature = "codec")]
 #[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
 pub mod codec;
