@@ -333,9 +333,7 @@ impl CachedBitmap {
 
     /// Takes this shard's own `freed` run as its `alloc` run.
     fn adopt(&self, s: &Shard, hand: &mut dyn FnMut(Batch)) -> Option<Slot> {
-        if unpack(s.freed.load(Ordering::Relaxed)).is_none() {
-            return None;
-        }
+        unpack(s.freed.load(Ordering::Relaxed))?;
         s.start_move();
         let got = empty_handle(&s.freed).map(|(run, mask)| {
             let bit = mask.trailing_zeros();
