@@ -40,7 +40,7 @@ impl BuddyArenaBuilder {
     /// Lets buffers that outgrow their block move to the heap instead of
     /// panicking: the written bytes are copied once, the block goes back to
     /// the arena at once, and the spill is counted in
-    /// [`BuddyMetrics::spill_count`].
+    /// [`BuddyMetrics::spill_count`](crate::BuddyMetrics::spill_count).
     pub fn auto_spill(mut self) -> Self {
         self.auto_spill = true;
         self

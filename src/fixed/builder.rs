@@ -36,7 +36,7 @@ impl FixedArenaBuilder {
     /// Lets buffers that outgrow their slot move to the heap instead of
     /// panicking: the written bytes are copied once, the slot goes back to
     /// the arena at once, and the spill is counted in
-    /// [`FixedMetrics::spill_count`].
+    /// [`FixedMetrics::spill_count`](crate::FixedMetrics::spill_count).
     pub fn auto_spill(mut self) -> Self {
         self.auto_spill = true;
         self
