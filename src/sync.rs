@@ -12,11 +12,13 @@
 #[cfg(not(arenabuf_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(arenabuf_loom))]
+#[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use std::sync::{Arc, Mutex};
 
 #[cfg(arenabuf_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(arenabuf_loom)]
+#[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use loom::sync::{Arc, Mutex};
 
 /// A small, stable, per-thread number, spread over all bits of a `usize`.
@@ -143,6 +145,16 @@ thread_local! {
 #[cfg(all(test, not(arenabuf_loom)))]
 pub(crate) fn advance_clock(by: std::time::Duration) {
     FROZEN_CLOCK.with(|c| c.set(Some(c.get().unwrap_or_else(std::time::Instant::now) + by)));
+}
+
+/// Lets other threads run: a failing allocation whose search overlapped a
+/// move of cached slots retries after this (`cache.rs`).
+#[allow(dead_code)]
+pub(crate) fn yield_now() {
+    #[cfg(not(arenabuf_loom))]
+    std::thread::yield_now();
+    #[cfg(arenabuf_loom)]
+    loom::thread::yield_now();
 }
 
 /// Locks a mutex, ignoring poisoning.

@@ -7,7 +7,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The oversubscribed thread count that `ARENA_BENCH_EXTREME=1` adds to
 /// every contention group: `ARENA_BENCH_EXTREME_THREADS`, default 40.
@@ -37,9 +37,28 @@ pub fn with_extreme(mut counts: Vec<usize>) -> Vec<usize> {
 ///
 /// A bench that wants counts installs it:
 /// `#[global_allocator] static GLOBAL: support::Counting = support::Counting;`
+/// counts in untimed passes, then calls [`stop_counting`] before its timed
+/// groups.
 pub struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Whether [`Counting`] counts; on until [`stop_counting`].
+static COUNTING: AtomicBool = AtomicBool::new(true);
+
+/// Stops counting, for good: call it after the untimed counting passes and
+/// before the timed groups, so that no timed loop pays the shared counter's
+/// `fetch_add` (a contended cache line across threads). What remains per
+/// allocation is a load of a flag nobody writes again.
+pub fn stop_counting() {
+    COUNTING.store(false, Ordering::Relaxed);
+}
+
+#[inline]
+fn count() {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// Allocations so far, process-wide (0 unless [`Counting`] is installed).
 pub fn allocations() -> u64 {
@@ -50,19 +69,19 @@ pub fn allocations() -> u64 {
 // is a plain atomic that allocates nothing.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }

@@ -194,7 +194,10 @@ pub struct TargetCheck {
 /// Checks `bound` against a measured value.
 pub fn judge(bound: Bound, measured: f64) -> Verdict {
     match bound {
-        Bound::TimeRatioAtMost(max) | Bound::AllocRatioAtMost(max) | Bound::AllocsAtMost(max) => {
+        Bound::TimeRatioAtMost(max)
+        | Bound::AllocRatioAtMost(max)
+        | Bound::AllocsAtMost(max)
+        | Bound::NetTimeRatioAtMost { max, .. } => {
             if measured <= max {
                 let margin = if max > 0.0 { 1.0 - measured / max } else { 0.0 };
                 Verdict::Met { measured, margin }
@@ -223,6 +226,21 @@ pub fn judge(bound: Bound, measured: f64) -> Verdict {
     }
 }
 
+/// (ours - floor) / (baseline - floor), times in any one unit: how ours
+/// compares with the baseline once the cost both share (the floor) is taken
+/// out. A baseline no slower than the floor leaves nothing to compare
+/// against: 0 if ours is no slower either, infinity otherwise.
+pub fn net_ratio(ours: f64, baseline: f64, floor: f64) -> f64 {
+    let (o, b) = (ours - floor, baseline - floor);
+    if b > 0.0 {
+        o.max(0.0) / b
+    } else if o <= 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    }
+}
+
 /// Checks one target on one parameter.
 pub fn check_param(results: &Results, target: &Target, parameter: &str) -> Verdict {
     let (Some(ours), Some(base)) = (
@@ -234,6 +252,12 @@ pub fn check_param(results: &Results, target: &Target, parameter: &str) -> Verdi
     let measured = match target.bound {
         Bound::TimeRatioAtMost(_) => Ratio::of(ours, base).time_ratio,
         Bound::ThroughputRatioAtLeast(_) => Ratio::of(ours, base).speedup,
+        Bound::NetTimeRatioAtMost { floor, .. } => {
+            match results.get(target.group, floor, parameter) {
+                Some(f) => net_ratio(ours.mean_ns, base.mean_ns, f.mean_ns),
+                None => return Verdict::NotRun,
+            }
+        }
         Bound::AllocRatioAtMost(_) => match (ours.allocs_per_iter, base.allocs_per_iter) {
             (Some(o), Some(b)) if b > 0.0 => o / b,
             (Some(0.0), Some(_)) => 0.0,

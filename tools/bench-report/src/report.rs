@@ -36,13 +36,18 @@ pub fn describe_target(t: &Target) -> String {
         Bound::ThroughputRatioAtLeast(x) => format!("{pair} throughput ≥ {x}x"),
         Bound::AllocRatioAtMost(x) => format!("{pair} heap allocations ≤ {x}x"),
         Bound::AllocsAtMost(x) => format!("`{}` heap allocations per iteration ≤ {x}", t.ours),
+        Bound::NetTimeRatioAtMost { max, floor } => {
+            format!("{pair} time net of `{floor}` ≤ {max}")
+        }
     };
     format!("`{}`: {cond}", t.group)
 }
 
 fn show_measured(bound: Bound, measured: f64) -> String {
     match bound {
-        Bound::TimeRatioAtMost(_) | Bound::AllocRatioAtMost(_) => sig3(measured),
+        Bound::TimeRatioAtMost(_)
+        | Bound::AllocRatioAtMost(_)
+        | Bound::NetTimeRatioAtMost { .. } => sig3(measured),
         Bound::ThroughputRatioAtLeast(_) => format!("{}x", sig3(measured)),
         Bound::AllocsAtMost(_) => sig3(measured),
     }

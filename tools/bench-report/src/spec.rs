@@ -32,6 +32,9 @@ pub struct GroupSpec {
 
 /// `cargo bench` for the allocator groups.
 const ALLOCATOR: &str = "cargo bench --bench allocator -- --noplot";
+/// `cargo bench` for the allocator groups with mimalloc as the global
+/// allocator (group names end in `_mimalloc`).
+const ALLOCATOR_MIMALLOC: &str = "cargo bench --bench allocator_mimalloc -- --noplot";
 /// `cargo bench` for the async groups.
 const ASYNC: &str = "cargo bench --bench async_alloc --features async-alloc -- --noplot";
 /// `cargo bench` for the tokio I/O groups.
@@ -40,7 +43,14 @@ const IO: &str = "cargo bench --bench io --features io -- --noplot";
 const HTTP: &str = "cargo bench --bench http_body --features tower -- --noplot";
 
 /// The commands that produce every result, in order, then the report itself.
-pub const REGENERATE: &[&str] = &[ALLOCATOR, ASYNC, IO, HTTP, "cargo run -p bench-report"];
+pub const REGENERATE: &[&str] = &[
+    ALLOCATOR,
+    ALLOCATOR_MIMALLOC,
+    ASYNC,
+    IO,
+    HTTP,
+    "cargo run -p bench-report",
+];
 
 /// The project's groups, in report order. Groups found in the results but
 /// not listed here are reported too, after these, comparing every
@@ -92,6 +102,61 @@ pub const GROUPS: &[GroupSpec] = &[
         about: "4096 B slots with auto-spill; an 8192 B write spills to the heap before freeze.",
         metric: Metric::Time,
         pairs: &[("arenabuf", "bytesmut"), ("arenabuf", "arena_alligator")],
+    },
+    GroupSpec {
+        name: "cross_thread",
+        issue: 14,
+        bench: ALLOCATOR,
+        about: "`sS_fF`: a producer thread allocates S bytes, writes them, freezes, and sends batches of 256 `Bytes` \
+                over a bounded `std::sync::mpsc` channel holding F buffers; a consumer thread drops them. Time per \
+                buffer. `channel_floor` sends `Bytes::from_static` (the loop and channel alone; targets are net of \
+                it); `from_owner_floor` sends `Bytes::from_owner` of a static slice: the owner box every arena \
+                `freeze()` allocates, freed on the consumer, with no buffer memory. `*_unfrozen` send the written \
+                `Buffer` without freezing it: the arena's own cost.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf_fixed", "bytesmut"),
+            ("arenabuf_buddy", "bytesmut"),
+            ("arenabuf_fixed_unfrozen", "bytesmut"),
+            ("arenabuf_buddy_unfrozen", "bytesmut"),
+            ("from_owner_floor", "bytesmut"),
+            ("channel_floor", "bytesmut"),
+        ],
+    },
+    GroupSpec {
+        name: "fixed_roundtrip_mimalloc",
+        issue: 14,
+        bench: ALLOCATOR_MIMALLOC,
+        about: "`fixed_roundtrip` with mimalloc as the global allocator.",
+        metric: Metric::Time,
+        pairs: &[("arenabuf", "bytesmut"), ("arenabuf", "arena_alligator")],
+    },
+    GroupSpec {
+        name: "buddy_roundtrip_mimalloc",
+        issue: 14,
+        bench: ALLOCATOR_MIMALLOC,
+        about: "`buddy_roundtrip` with mimalloc as the global allocator.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf", "arenabuf_fixed"),
+            ("arenabuf", "bytesmut"),
+            ("arenabuf", "arena_alligator"),
+        ],
+    },
+    GroupSpec {
+        name: "cross_thread_mimalloc",
+        issue: 14,
+        bench: ALLOCATOR_MIMALLOC,
+        about: "`cross_thread` with mimalloc as the global allocator.",
+        metric: Metric::Time,
+        pairs: &[
+            ("arenabuf_fixed", "bytesmut"),
+            ("arenabuf_buddy", "bytesmut"),
+            ("arenabuf_fixed_unfrozen", "bytesmut"),
+            ("arenabuf_buddy_unfrozen", "bytesmut"),
+            ("from_owner_floor", "bytesmut"),
+            ("channel_floor", "bytesmut"),
+        ],
     },
     GroupSpec {
         name: "first_touch",
@@ -230,6 +295,16 @@ pub enum Bound {
     /// ours heap allocations per iteration must be at most this (the
     /// baseline's are shown beside it).
     AllocsAtMost(f64),
+    /// (ours time - floor time) / (baseline time - floor time) must be at
+    /// most `max`: the ratio of net costs, where `floor` is an
+    /// implementation of the same group that runs the same loop without
+    /// the work being compared (the channel alone in `cross_thread`).
+    NetTimeRatioAtMost {
+        /// The bound on the net ratio.
+        max: f64,
+        /// The implementation whose time is subtracted from both.
+        floor: &'static str,
+    },
 }
 
 /// A performance target from an issue.
@@ -308,6 +383,70 @@ pub const TARGETS: &[Target] = &[
         baseline: "arena_alligator",
         params: Params::Prefix(&["t2_", "t8_"]),
         bound: Bound::ThroughputRatioAtLeast(2.0),
+    },
+    // Issue 14: allocation where servers live. Its same-thread targets on
+    // the system allocator are issue 2's `fixed_roundtrip` and
+    // `buddy_roundtrip` lines above (same bounds); these add the
+    // cross-thread pattern and mimalloc.
+    Target {
+        issue: 14,
+        group: "cross_thread",
+        ours: "arenabuf_fixed",
+        baseline: "bytesmut",
+        params: Params::All,
+        bound: Bound::NetTimeRatioAtMost {
+            max: 0.5,
+            floor: "channel_floor",
+        },
+    },
+    Target {
+        issue: 14,
+        group: "cross_thread",
+        ours: "arenabuf_buddy",
+        baseline: "bytesmut",
+        params: Params::All,
+        bound: Bound::NetTimeRatioAtMost {
+            max: 0.5,
+            floor: "channel_floor",
+        },
+    },
+    Target {
+        issue: 14,
+        group: "cross_thread_mimalloc",
+        ours: "arenabuf_fixed",
+        baseline: "bytesmut",
+        params: Params::All,
+        bound: Bound::NetTimeRatioAtMost {
+            max: 1.0,
+            floor: "channel_floor",
+        },
+    },
+    Target {
+        issue: 14,
+        group: "cross_thread_mimalloc",
+        ours: "arenabuf_buddy",
+        baseline: "bytesmut",
+        params: Params::All,
+        bound: Bound::NetTimeRatioAtMost {
+            max: 1.0,
+            floor: "channel_floor",
+        },
+    },
+    Target {
+        issue: 14,
+        group: "fixed_roundtrip_mimalloc",
+        ours: "arenabuf",
+        baseline: "bytesmut",
+        params: Params::Exact(&["256", "1024", "4096"]),
+        bound: Bound::TimeRatioAtMost(1.0),
+    },
+    Target {
+        issue: 14,
+        group: "buddy_roundtrip_mimalloc",
+        ours: "arenabuf",
+        baseline: "arenabuf_fixed",
+        params: Params::Exact(&["256", "1024", "4096", "16384"]),
+        bound: Bound::TimeRatioAtMost(1.5),
     },
     // Issue 3: async allocation.
     Target {

@@ -240,6 +240,38 @@ fn alloc_targets_without_counts_are_not_recorded() {
     assert_eq!(analysis::check_param(&r, &t, "256"), Verdict::NotRecorded);
 }
 
+#[test]
+fn net_targets_subtract_the_floor_measured_in_the_same_group() {
+    let r = results::load(&fixtures()).unwrap();
+    // At 256: bytesmut 50, arena_alligator 100, arenabuf 30 as the floor:
+    // (50 - 30) / (100 - 30).
+    let t = Target {
+        issue: 14,
+        group: "fixed_roundtrip",
+        ours: "bytesmut",
+        baseline: "arena_alligator",
+        params: Params::Exact(&["256", "1024"]),
+        bound: Bound::NetTimeRatioAtMost {
+            max: 0.5,
+            floor: "arenabuf",
+        },
+    };
+    match analysis::check_param(&r, &t, "256") {
+        Verdict::Met { measured, .. } => assert!(close(measured, 20.0 / 70.0), "{measured}"),
+        v => panic!("{v:?}"),
+    }
+    // No arena_alligator at 1024; a missing floor is "not run" as well.
+    assert_eq!(analysis::check_param(&r, &t, "1024"), Verdict::NotRun);
+    let no_floor = Target {
+        bound: Bound::NetTimeRatioAtMost {
+            max: 0.5,
+            floor: "channel_floor",
+        },
+        ..t
+    };
+    assert_eq!(analysis::check_param(&r, &no_floor, "256"), Verdict::NotRun);
+}
+
 fn machine() -> Machine {
     Machine {
         cpu: "Test CPU 9000".to_string(),

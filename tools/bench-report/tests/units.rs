@@ -153,6 +153,29 @@ fn verdicts_say_by_how_much() {
 }
 
 #[test]
+fn net_ratios_take_the_floor_out_of_both() {
+    use bench_report::analysis::net_ratio;
+    // 300 ns ours, 200 ns baseline, 100 ns floor: net 200 vs 100.
+    assert_eq!(net_ratio(300.0, 200.0, 100.0), 2.0);
+    assert_eq!(net_ratio(150.0, 300.0, 100.0), 0.25);
+    // Ours at or below the floor costs nothing net.
+    assert_eq!(net_ratio(90.0, 300.0, 100.0), 0.0);
+    // A baseline at the floor leaves nothing to compare with.
+    assert_eq!(net_ratio(100.0, 100.0, 100.0), 0.0);
+    assert_eq!(net_ratio(101.0, 100.0, 100.0), f64::INFINITY);
+    assert!(matches!(
+        judge(
+            Bound::NetTimeRatioAtMost {
+                max: 0.5,
+                floor: "f"
+            },
+            2.0
+        ),
+        Verdict::Missed { by, .. } if (by - 3.0).abs() < 1e-12
+    ));
+}
+
+#[test]
 fn param_selectors() {
     assert!(Params::Prefix(&["t2_", "t8_"]).matches("t2_held75"));
     assert!(!Params::Prefix(&["t2_", "t8_"]).matches("t20_held0"));
@@ -172,7 +195,9 @@ fn every_target_names_a_known_group_and_its_pairs() {
         // A time bound on a time group, a throughput bound on a throughput
         // group, so the targets table and the group table agree.
         match t.bound {
-            Bound::TimeRatioAtMost(_) => assert_eq!(g.metric, spec::Metric::Time, "{t:?}"),
+            Bound::TimeRatioAtMost(_) | Bound::NetTimeRatioAtMost { .. } => {
+                assert_eq!(g.metric, spec::Metric::Time, "{t:?}")
+            }
             Bound::ThroughputRatioAtLeast(_) => {
                 assert_eq!(g.metric, spec::Metric::Throughput, "{t:?}")
             }

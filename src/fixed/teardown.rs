@@ -1,0 +1,85 @@
+//! Tearing a [`FixedArena`](super::FixedArena) down.
+//!
+//! Buffers and frozen `Bytes` keep the arena's memory alive, but they do not
+//! bump a shared reference count (that one cache line would bounce between
+//! every core on every allocation). Instead:
+//!
+//! - handles ([`FixedArena`] clones) are counted in `handles`;
+//! - when the last handle drops, it stores `pending = words + 1` and sets
+//!   [`CLOSED`] in every word with `fetch_or`, counting the words that were
+//!   already empty; it then subtracts that count plus its own 1;
+//! - a release whose `fetch_and` returns a word with [`CLOSED`] set and
+//!   leaves it empty subtracts 1.
+//!
+//! No slot can be claimed after the last handle is gone, so each word is
+//! counted exactly once, by the closer or by the release that empties it.
+//! Whoever brings `pending` to zero frees the arena. A release that does not
+//! empty a closed word touches nothing after its `fetch_and`.
+//!
+//! # Invariants
+//!
+//! - `pending` is written once (`words + 1`) by the closer before it sets
+//!   any `CLOSED` bit, and only decremented after.
+//! - Each word's count is returned exactly once: by the closer if the word
+//!   was empty when it set `CLOSED`, else by the release that empties it.
+//! - Whoever brings `pending` to zero frees the arena; nobody touches it
+//!   after returning their last count.
+
+use std::ptr::NonNull;
+
+use crate::sync::Ordering;
+
+use super::FixedArena;
+use super::bitmap::{CLOSED, FixedInner, WAITERS};
+
+/// Frees the arena's state.
+///
+/// # Safety
+///
+/// `inner` came from `Box::into_raw`, and the caller brought `pending` to
+/// zero: no handle, lease or other thread will touch it again.
+pub(super) unsafe fn teardown(inner: NonNull<FixedInner>) {
+    // SAFETY: guaranteed by the caller.
+    drop(unsafe { Box::from_raw(inner.as_ptr()) });
+}
+
+/// Subtracts `n` from `pending`, freeing the arena if that was the rest.
+///
+/// # Safety
+///
+/// `inner` is alive, and the caller holds `n` of the `pending` counts (see
+/// the module docs); it must not touch `inner` afterwards.
+pub(super) unsafe fn finish(inner: NonNull<FixedInner>, n: usize) {
+    // SAFETY: the caller's unreturned counts keep `pending > 0`, so the
+    // arena has not been freed yet.
+    let pending = unsafe { &inner.as_ref().pending };
+    if pending.fetch_sub(n, Ordering::AcqRel) == n {
+        // SAFETY: we took `pending` to zero: every word is empty and closed
+        // and no handle is left, so nobody else can reach `inner`.
+        unsafe { teardown(inner) }
+    }
+}
+
+impl Drop for FixedArena {
+    fn drop(&mut self) {
+        if self.inner().handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // The last handle: close every word, count the empty ones, and
+        // return those counts plus our own (module docs).
+        let arena = self.inner();
+        let n = arena.words.len();
+        arena.pending.store(n + 1, Ordering::Relaxed);
+        let mut returned = 1;
+        for (w, word) in arena.words.iter().enumerate() {
+            // AcqRel: a release that sees CLOSED also sees `pending` above;
+            // we see every release that emptied the word before.
+            let prev = word.0.fetch_or(CLOSED, Ordering::AcqRel);
+            if prev & !WAITERS == arena.pad(w) {
+                returned += 1;
+            }
+        }
+        // SAFETY: we hold `returned` counts: our own and the empty words'.
+        unsafe { finish(self.inner, returned) }
+    }
+}
