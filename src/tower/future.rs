@@ -1,32 +1,50 @@
 //! [`ResponseFuture`]: collects the body into arena memory, then runs the
 //! inner service's future.
 //!
-//! Collecting: with a known length (`Content-Length`, or an exact
-//! `size_hint`) one buffer of that size is allocated before the first read.
-//! Without one the buffer starts at the first chunk's size and, when a chunk
-//! does not fit, is replaced by one at least twice as large (capped at the
-//! limit) into which the bytes so far are copied once. Each byte is thus
-//! copied at most about twice in total (n + n/2 + n/4 + ...), the result is
-//! one contiguous buffer, and every byte held stays arena memory, under the
-//! cap: keeping the chunks until the end and joining them would hold the body
-//! on the heap, outside the cap, and need a second copy of the whole anyway.
+//! Collecting (the policy the [module docs](super) state for users):
+//!
+//! 1. Nothing is allocated before the body's first bytes arrive.
+//! 2. The first chunks are *staged*: kept as the server delivered them (no
+//!    copy, no arena memory), up to [`STAGE_CHUNKS`] chunks and
+//!    [`STAGE_BYTES`] bytes. A body that ends within that gets one block of
+//!    exactly its length, and each byte is copied once.
+//! 3. A longer body gets a block when staging is full: its declared length
+//!    if it has one (`Content-Length` or an exact `size_hint`), otherwise
+//!    about four times what has arrived. The staged chunks and every later
+//!    chunk are copied straight into it. A body of unknown length that
+//!    outgrows its block moves to one about twice what has arrived (one
+//!    copy of what it holds). A block is thus at most about eight times the
+//!    bytes received, before the arena's rounding.
+//! 4. A finished body whose block is four or more times its length moves to
+//!    an exact one if the arena has it free at once.
+//!
+//! Every wait for a block is bounded (`wait_timeout`; on HTTP/2, while the
+//! client may still be sending, `http2_wait_timeout`), and a request that
+//! holds memory and whose client sends nothing for `body_timeout` gives it
+//! back (408).
 
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, RETRY_AFTER};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::{ArenaBody, BodyRejection, Config, ResponseBody};
+use super::{ArenaBody, BodyRejection, Collected, Config, ResponseBody};
 use crate::{AllocError, Buffer, BufferSource};
+
+/// The most chunks a body keeps staged before it takes an arena block.
+pub(crate) const STAGE_CHUNKS: usize = 8;
+/// The most bytes a body keeps staged before it takes an arena block.
+pub(crate) const STAGE_BYTES: usize = 128 * 1024;
 
 pin_project! {
     /// The response future of [`ArenaBodyService`](super::ArenaBodyService).
@@ -61,7 +79,7 @@ pin_project! {
 impl<B: Body, I, F, S: BufferSource> ResponseFuture<B, I, F, S> {
     pub(crate) fn new(req: Request<B>, inner: I, source: S, config: Config) -> Self {
         let (parts, body) = req.into_parts();
-        let collect = Collect::new(&parts.headers, body, source, config);
+        let collect = Collect::new(&parts, body, source, config);
         Self {
             state: State::Collect {
                 collect,
@@ -90,20 +108,19 @@ where
                     inner,
                     parts,
                 } => {
-                    let headers = parts.as_ref().map(|p| &p.headers);
-                    let result = ready!(collect.poll_collect(cx, headers));
+                    let result = ready!(collect.poll_collect(cx));
+                    let (Some(mut inner), Some(mut parts)) = (inner.take(), parts.take()) else {
+                        unreachable!("the Collect state holds both until it ends")
+                    };
                     match result {
                         Ok(body) => {
-                            let (Some(mut inner), Some(parts)) = (inner.take(), parts.take())
-                            else {
-                                unreachable!("the Collect state holds both until it ends")
-                            };
+                            parts.extensions.insert(Collected);
                             let future = inner.call(Request::from_parts(parts, body));
                             self.as_mut().project().state.set(State::Call { future });
                         }
                         Err(rejection) => {
                             self.as_mut().project().state.set(State::Done);
-                            return Poll::Ready(Ok(reject(rejection)));
+                            return Poll::Ready(Ok(reject(rejection, parts.version)));
                         }
                     }
                 }
@@ -119,22 +136,78 @@ where
 }
 
 /// The layer's own answer to a request it refused.
-fn reject<B>(rejection: BodyRejection) -> Response<ResponseBody<B>> {
+fn reject<B>(rejection: BodyRejection, version: Version) -> Response<ResponseBody<B>> {
     let mut res = Response::new(ResponseBody::rejection(rejection.text()));
     *res.status_mut() = rejection.status();
     res.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let BodyRejection::CapacityTimeout {
-        retry_after_secs, ..
-    } = rejection
-    {
-        res.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    match rejection {
+        BodyRejection::CapacityTimeout {
+            retry_after_secs, ..
+        } => {
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        // The rest of the body was not read: on HTTP/1 the connection cannot
+        // be reused (HTTP/2 streams end on their own; the header is not
+        // allowed there).
+        BodyRejection::BodyTimeout { .. } if version <= Version::HTTP_11 => {
+            res.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     res.extensions_mut().insert(rejection);
     res
+}
+
+/// Up to [`STAGE_CHUNKS`] chunks of a body, as received.
+struct Staged<D> {
+    chunks: [Option<D>; STAGE_CHUNKS],
+    count: usize,
+    bytes: usize,
+}
+
+impl<D: Buf> Staged<D> {
+    fn new() -> Self {
+        Self {
+            chunks: std::array::from_fn(|_| None),
+            count: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Keeps `data` if there is room for it (in chunks and bytes); gives it
+    /// back otherwise.
+    fn push(&mut self, data: D) -> Result<(), D> {
+        let n = data.remaining();
+        if self.count == STAGE_CHUNKS || self.bytes + n > STAGE_BYTES {
+            return Err(data);
+        }
+        self.chunks[self.count] = Some(data);
+        self.count += 1;
+        self.bytes += n;
+        Ok(())
+    }
+
+    /// Copies the staged chunks into `buf` in order, and drops them.
+    fn drain_into(&mut self, buf: &mut Buffer) {
+        for slot in &mut self.chunks[..self.count] {
+            if let Some(data) = slot.take() {
+                put_all(buf, data);
+            }
+        }
+        self.count = 0;
+        self.bytes = 0;
+    }
+
+    fn clear(&mut self) {
+        self.chunks[..self.count].iter_mut().for_each(|c| *c = None);
+        self.count = 0;
+        self.bytes = 0;
+    }
 }
 
 pin_project! {
@@ -143,25 +216,33 @@ pin_project! {
     struct Collect<B: Body, S: BufferSource> {
         #[pin]
         body: B,
-        // The wait timeout's timer, boxed: made only when a request has to
-        // wait, so the common path carries and moves no timer.
-        sleep: Option<Pin<Box<Sleep>>>,
+        // The one timer of a request (a wait's bound, or the body's idle
+        // timeout; never both at once), boxed and made only when first
+        // needed, so the common path carries and moves no timer.
+        timer: Option<Pin<Box<Sleep>>>,
+        // Whether `timer` is set for the current idle spell of the body.
+        idle_armed: bool,
         source: S,
         config: Config,
-        // The length to allocate before the first read, when known up front.
-        initial: usize,
+        // HTTP/2 or later: a wait holds flow-control window the connection's
+        // other streams share.
+        multiplexed: bool,
+        // The declared length (`Content-Length` or an exact size hint), at
+        // most the limit.
+        declared: Option<usize>,
         // A failed header check, reported on the first poll.
         refused: Option<BodyRejection>,
+        staged: Staged<B::Data>,
         buf: Option<Buffer>,
         wait: Option<S::Wait>,
-        // A chunk that did not fit `buf`, written once the larger buffer comes.
+        // A chunk that fits neither the stage nor `buf`, written once the
+        // larger buffer comes.
         pending: Option<B::Data>,
         trailers: Option<Box<HeaderMap>>,
         // Bytes of body received so far.
         seen: usize,
-        // Whether the body has been polled (which, with `Expect:
-        // 100-continue`, lets hyper tell the client to send it).
-        polled: bool,
+        // The body has ended (every byte is in `staged`, `buf`, `pending`).
+        ended: bool,
         // A 503 to answer once the rest of the body has been read and
         // discarded (see `poll_collect`).
         draining: Option<BodyRejection>,
@@ -169,10 +250,10 @@ pin_project! {
 }
 
 impl<B: Body, S: BufferSource> Collect<B, S> {
-    fn new(headers: &HeaderMap, body: B, source: S, config: Config) -> Self {
+    fn new(parts: &Parts, body: B, source: S, config: Config) -> Self {
         let mut refused = None;
-        let mut initial = 0;
-        let declared = match headers.get(CONTENT_LENGTH) {
+        let mut declared = None;
+        let length = match parts.headers.get(CONTENT_LENGTH) {
             Some(v) => match parse_length(v.as_bytes()) {
                 Some(n) => Some(n),
                 None => {
@@ -183,7 +264,7 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
             None => body.size_hint().exact(),
         };
         let lower = body.size_hint().lower();
-        match declared {
+        match length {
             Some(n) if n > config.limit as u64 => {
                 refused = Some(BodyRejection::LengthTooLarge {
                     declared: n,
@@ -191,7 +272,7 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
                 });
             }
             // Fits `usize`: it is at most the limit.
-            Some(n) => initial = n as usize,
+            Some(n) => declared = Some(n as usize),
             None if lower > config.limit as u64 => {
                 refused = Some(BodyRejection::TooLarge {
                     limit: config.limit,
@@ -201,27 +282,25 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
         }
         Self {
             body,
-            sleep: None,
+            timer: None,
+            idle_armed: false,
             source,
             config,
-            initial,
+            multiplexed: parts.version >= Version::HTTP_2,
+            declared,
             refused,
+            staged: Staged::new(),
             buf: None,
             wait: None,
             pending: None,
             trailers: None,
             seen: 0,
-            polled: false,
+            ended: false,
             draining: None,
         }
     }
 
-    /// `headers` are the request's (looked at only on the rare paths).
-    fn poll_collect(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        headers: Option<&HeaderMap>,
-    ) -> Poll<Result<ArenaBody, BodyRejection>>
+    fn poll_collect(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<ArenaBody, BodyRejection>>
     where
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -234,52 +313,50 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
                 match Pin::new(wait).poll(cx) {
                     Poll::Ready(result) => {
                         *this.wait = None;
-                        *this.sleep = None;
                         let new = result.map_err(|e| unavailable(e, this.config))?;
-                        install(this.buf, new, this.pending);
+                        install(&mut this, new);
+                        continue;
                     }
                     Poll::Pending => {
-                        if let Some(sleep) = this.sleep.as_mut() {
-                            if sleep.as_mut().poll(cx).is_ready() {
-                                // Dropping the wait gives up its place in the
-                                // queue; the memory held goes back at once.
-                                *this.wait = None;
-                                *this.sleep = None;
-                                *this.buf = None;
-                                *this.pending = None;
-                                let rejection = BodyRejection::CapacityTimeout {
-                                    timeout: this.config.wait_timeout.unwrap_or_default(),
-                                    retry_after_secs: this.config.retry_after_secs,
-                                };
-                                let expect_continue =
-                                    headers.and_then(|h| h.get(EXPECT)).is_some_and(|v| {
-                                        v.as_bytes().eq_ignore_ascii_case(b"100-continue")
-                                    });
-                                if expect_continue && !*this.polled {
-                                    // The client waits for a 100 Continue
-                                    // before sending: it sends nothing now.
-                                    return Poll::Ready(Err(rejection));
-                                }
-                                *this.draining = Some(rejection);
-                                break;
-                            }
+                        if !timer_fired(this.timer, cx) {
+                            return Poll::Pending;
                         }
-                        return Poll::Pending;
+                        // Dropping the wait gives up its place in the queue;
+                        // the memory held goes back at once.
+                        *this.wait = None;
+                        release(&mut this);
+                        let rejection = BodyRejection::CapacityTimeout {
+                            timeout: wait_bound(this.config, *this.multiplexed, *this.ended),
+                            retry_after_secs: this.config.retry_after_secs,
+                        };
+                        if *this.ended {
+                            return Poll::Ready(Err(rejection));
+                        }
+                        *this.draining = Some(rejection);
+                        *this.idle_armed = false;
                     }
                 }
             }
             if this.draining.is_some() {
-                break;
+                return drain(&mut this, cx);
             }
-            if *this.initial > 0 {
-                let len = std::mem::take(this.initial);
-                start_allocation(len, &mut this)?;
+            if *this.ended {
+                if this.buf.is_none() && this.staged.count > 0 {
+                    // The whole body is staged: one block of exactly its
+                    // length.
+                    start_allocation(*this.seen, &mut this);
+                    continue;
+                }
+                return Poll::Ready(finish(&mut this));
+            }
+            let frame = match this.body.as_mut().poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => return idle(&mut this, cx),
+            };
+            *this.idle_armed = false;
+            let Some(frame) = frame else {
+                *this.ended = true;
                 continue;
-            }
-            *this.polled = true;
-            let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) else {
-                let data = this.buf.take().map(Buffer::freeze).unwrap_or_default();
-                return Poll::Ready(Ok(ArenaBody::new(data, this.trailers.take())));
             };
             let frame = frame.map_err(|e| {
                 let e: Box<dyn std::error::Error + Send + Sync> = e.into();
@@ -297,82 +374,225 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
                     continue;
                 }
             };
-            *this.seen = this.seen.saturating_add(data.remaining());
-            let (len, cap) = this
-                .buf
-                .as_ref()
-                .map_or((0, 0), |b| (b.len(), b.capacity()));
-            let need = len.saturating_add(data.remaining());
-            if need > this.config.limit {
+            let n = data.remaining();
+            if n == 0 {
+                continue;
+            }
+            *this.seen = this.seen.saturating_add(n);
+            if *this.seen > this.config.limit {
+                release(&mut this);
                 return Poll::Ready(Err(BodyRejection::TooLarge {
                     limit: this.config.limit,
                 }));
             }
-            if need <= cap {
-                if let Some(buf) = this.buf.as_mut() {
+            let data = match this.buf.as_mut() {
+                Some(buf) if buf.capacity() - buf.len() >= n => {
                     put_all(buf, data);
+                    continue;
                 }
-            } else if need > 0 {
-                *this.pending = Some(data);
-                let grown = need.max(cap.saturating_mul(2)).min(this.config.limit);
-                start_allocation(grown, &mut this)?;
-            }
+                Some(_) => data,
+                None => match this.staged.push(data) {
+                    Ok(()) => continue,
+                    Err(data) => data,
+                },
+            };
+            // Neither the stage nor the block has room: a (larger) block.
+            *this.pending = Some(data);
+            let len = block_len(&this)?;
+            start_allocation(len, &mut this);
         }
-        // A 503 while the client may still be sending: read and discard the
-        // rest (up to the limit, holding no memory) so that the client reads
-        // the answer on a clean connection instead of a reset. A 413 does
-        // not do this: that body is not worth reading, and the connection
-        // closes after the answer.
-        while *this.seen <= this.config.limit {
-            match ready!(this.body.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        *this.seen = this.seen.saturating_add(data.remaining());
-                    }
-                }
-                _ => break,
-            }
-        }
-        Poll::Ready(Err(this
-            .draining
-            .take()
-            .expect("only a pending 503 leaves the collecting loop")))
     }
 }
 
-/// Gets a buffer of `len` bytes now, or starts waiting for one.
-fn start_allocation<B: Body, S: BufferSource>(
-    len: usize,
+/// The body's memory so far goes back (staged chunks, block, pending chunk).
+fn release<B: Body, S: BufferSource>(this: &mut CollectProj<'_, B, S>) {
+    *this.buf = None;
+    *this.pending = None;
+    this.staged.clear();
+}
+
+/// Whether the request holds any of its body.
+fn holds<B: Body, S: BufferSource>(this: &CollectProj<'_, B, S>) -> bool {
+    this.buf.is_some() || this.staged.count > 0 || this.pending.is_some()
+}
+
+/// The body has nothing to give now: while the request holds memory (or is
+/// draining), the client has `body_timeout` to send the next frame.
+fn idle<B: Body, S: BufferSource>(
     this: &mut CollectProj<'_, B, S>,
-) -> Result<(), BodyRejection> {
+    cx: &mut Context<'_>,
+) -> Poll<Result<ArenaBody, BodyRejection>> {
+    if !holds(this) {
+        // Holds nothing: a silent client costs the arena nothing.
+        return Poll::Pending;
+    }
+    if !*this.idle_armed {
+        arm(this.timer, this.config.body_timeout);
+        *this.idle_armed = true;
+    }
+    if !timer_fired(this.timer, cx) {
+        return Poll::Pending;
+    }
+    release(this);
+    Poll::Ready(Err(BodyRejection::BodyTimeout {
+        timeout: this.config.body_timeout,
+    }))
+}
+
+/// A 503 while the client may still be sending: read and discard the rest
+/// (up to the limit, holding no memory, and while the client keeps sending
+/// within `body_timeout`) so that the client reads the answer on a clean
+/// connection instead of a reset, and so that on HTTP/2 the stream gives its
+/// flow-control window back to the connection at once. A 413 does not do
+/// this: that body is not worth reading, and the connection closes after
+/// the answer.
+fn drain<B: Body, S: BufferSource>(
+    this: &mut CollectProj<'_, B, S>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<ArenaBody, BodyRejection>> {
+    while *this.seen <= this.config.limit {
+        match this.body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.idle_armed = false;
+                if let Some(data) = frame.data_ref() {
+                    *this.seen = this.seen.saturating_add(data.remaining());
+                }
+            }
+            Poll::Ready(_) => break,
+            Poll::Pending => {
+                if !*this.idle_armed {
+                    arm(this.timer, this.config.body_timeout);
+                    *this.idle_armed = true;
+                }
+                if !timer_fired(this.timer, cx) {
+                    return Poll::Pending;
+                }
+                break;
+            }
+        }
+    }
+    Poll::Ready(Err(this
+        .draining
+        .take()
+        .expect("drain() runs only with a pending 503")))
+}
+
+/// The body has ended: its one block (made now from the staged chunks if
+/// need be), frozen.
+fn finish<B: Body, S: BufferSource>(
+    this: &mut CollectProj<'_, B, S>,
+) -> Result<ArenaBody, BodyRejection> {
+    debug_assert!(this.staged.count == 0, "finish() runs once the stage has a block");
+    let trailers = this.trailers.take();
+    let Some(mut buf) = this.buf.take() else {
+        return Ok(ArenaBody::new(bytes::Bytes::new(), trailers));
+    };
+    // A block four or more times the body (a body of unknown length that
+    // stopped soon after a growth): move to an exact one if it is free now.
+    let len = buf.len();
+    if len > 0 && buf.capacity() / 4 >= len {
+        if let Ok(mut exact) = this.source.try_allocate(NonZeroUsize::new(len).expect("len > 0")) {
+            if exact.capacity() < buf.capacity() {
+                exact.put_slice(&buf);
+                buf = exact;
+            }
+        }
+    }
+    Ok(ArenaBody::new(buf.freeze(), trailers))
+}
+
+/// The block a body needs now, for `seen` bytes received.
+fn block_len<B: Body, S: BufferSource>(
+    this: &CollectProj<'_, B, S>,
+) -> Result<usize, BodyRejection> {
+    let need = *this.seen;
+    let limit = this.config.limit;
+    if let Some(declared) = *this.declared {
+        if declared >= need && this.buf.is_none() {
+            return Ok(declared);
+        }
+    }
+    let held = this.buf.as_ref().map_or(0, Buffer::capacity);
+    let factor = if held == 0 { 4 } else { 2 };
+    let len = need
+        .saturating_mul(factor)
+        .checked_next_power_of_two()
+        .unwrap_or(usize::MAX)
+        .min(limit);
+    // Growing copies out of the block held, so both are needed at once.
+    let room = this.source.max_len().saturating_sub(held);
+    if need > room {
+        return Err(BodyRejection::TooLargeToGrow {
+            received: need,
+            largest: room,
+        });
+    }
+    Ok(len.min(room).max(need))
+}
+
+/// Called when the stage is full, when the block is, and at the end with
+/// staged chunks: gets a block of `len` bytes now, or starts a bounded wait
+/// for one.
+fn start_allocation<B: Body, S: BufferSource>(len: usize, this: &mut CollectProj<'_, B, S>) {
     let Some(len) = NonZeroUsize::new(len) else {
-        return Ok(());
+        return;
     };
     match this.source.try_allocate(len) {
-        Ok(new) => {
-            install(this.buf, new, this.pending);
-            Ok(())
-        }
-        Err(AllocError::ArenaFull) => {
+        Ok(new) => install(this, new),
+        Err(_) => {
+            // Also for `RequestTooLarge` (a source whose `max_len` shrank):
+            // the wait resolves with the error at once.
             *this.wait = Some(this.source.allocate_wait(len));
-            if let Some(timeout) = this.config.wait_timeout {
-                *this.sleep = Some(Box::pin(tokio::time::sleep(timeout)));
-            }
-            Ok(())
+            arm(
+                this.timer,
+                wait_bound(this.config, *this.multiplexed, *this.ended),
+            );
+            *this.idle_armed = false;
         }
-        Err(e) => Err(unavailable(e, this.config)),
     }
 }
 
-/// Moves the bytes so far into `new` (one copy), then the pending chunk.
-fn install<D: Buf>(buf: &mut Option<Buffer>, mut new: Buffer, pending: &mut Option<D>) {
-    if let Some(old) = buf.take() {
+/// How long a request may wait for a block: `wait_timeout`, or on HTTP/2
+/// while the client may still be sending (its unread DATA holds connection
+/// window) the shorter of it and `http2_wait_timeout`.
+fn wait_bound(config: &Config, multiplexed: bool, ended: bool) -> Duration {
+    if multiplexed && !ended {
+        config.wait_timeout.min(config.http2_wait_timeout)
+    } else {
+        config.wait_timeout
+    }
+}
+
+/// Moves the bytes so far into `new` (one copy), then the staged chunks and
+/// the pending chunk.
+fn install<B: Body, S: BufferSource>(this: &mut CollectProj<'_, B, S>, mut new: Buffer) {
+    if let Some(old) = this.buf.take() {
         new.put_slice(&old);
     }
-    if let Some(data) = pending.take() {
+    this.staged.drain_into(&mut new);
+    if let Some(data) = this.pending.take() {
         put_all(&mut new, data);
     }
-    *buf = Some(new);
+    *this.buf = Some(new);
+}
+
+/// Sets the request's timer to fire `after` from now.
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, after: Duration) {
+    // About 30 years: tokio's own "far future" for durations that overflow.
+    let deadline = Instant::now()
+        .checked_add(after)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365 * 30));
+    match timer {
+        Some(sleep) => sleep.as_mut().reset(deadline),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+    }
+}
+
+/// Whether the armed timer has fired (registering the waker if not).
+fn timer_fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    timer
+        .as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
 }
 
 /// A `Content-Length` value: one or more ASCII digits, nothing else (no
@@ -403,7 +623,7 @@ fn unavailable(error: AllocError, config: &Config) -> BodyRejection {
             limit: config.limit,
         },
         _ => BodyRejection::CapacityTimeout {
-            timeout: config.wait_timeout.unwrap_or_default(),
+            timeout: config.wait_timeout,
             retry_after_secs: config.retry_after_secs,
         },
     }

@@ -87,14 +87,45 @@ pub use future::ResponseFuture;
 pub use layer::{ArenaBodyLayer, ArenaBodyLayerBuilder};
 pub use service::ArenaBodyService;
 
+/// How long a request may wait for arena memory by default
+/// ([`ArenaBodyLayerBuilder::wait_timeout`]).
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an HTTP/2 request whose client may still be sending may wait for
+/// arena memory by default ([`ArenaBodyLayerBuilder::http2_wait_timeout`]).
+pub const DEFAULT_HTTP2_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How long a request that holds memory may go without receiving a body
+/// frame by default ([`ArenaBodyLayerBuilder::body_timeout`]).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The checked settings a layer hands each service.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
     /// The largest body accepted; at most the source's `max_len()`.
     pub(crate) limit: usize,
-    pub(crate) wait_timeout: Option<Duration>,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) http2_wait_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     pub(crate) retry_after_secs: u64,
 }
+
+impl Config {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            http2_wait_timeout: DEFAULT_HTTP2_WAIT_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// Put in the request's extensions by the layer, so that extractors can tell
+/// a collected body from one that did not pass through it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Collected;
 
 /// Why [`ArenaBodyLayer`] answered a request itself instead of calling the
 /// inner service.
@@ -122,8 +153,9 @@ pub enum BodyRejection {
         /// The layer's `max_body_size`.
         limit: usize,
     },
-    /// No arena capacity came free within the wait timeout. Answered 503
-    /// with `Retry-After`.
+    /// No arena capacity came free within the wait timeout
+    /// (`wait_timeout`, or `http2_wait_timeout` for an HTTP/2 request whose
+    /// client was still sending). Answered 503 with `Retry-After`.
     #[error(
         "no memory for the request body came free within {timeout:?}; the server is busy, retry in {retry_after_secs} s"
     )]
@@ -132,6 +164,28 @@ pub enum BodyRejection {
         timeout: Duration,
         /// The `Retry-After` sent, in seconds.
         retry_after_secs: u64,
+    },
+    /// The request held memory and its client sent nothing for
+    /// `body_timeout`; the memory went back and the rest of the body was
+    /// not read. Answered 408 (with `Connection: close` on HTTP/1).
+    #[error(
+        "the client sent no body data for {timeout:?} while the request held memory; send the body without pauses that long"
+    )]
+    BodyTimeout {
+        /// The layer's `body_timeout`.
+        timeout: Duration,
+    },
+    /// A body without a declared length outgrew its block, and the arena
+    /// cannot hold the larger block beside it (growing copies from one to
+    /// the other). Answered 413.
+    #[error(
+        "request body without a Content-Length grew to {received} bytes, but the arena can grow a body only to {largest} bytes; send a Content-Length, or a smaller body"
+    )]
+    TooLargeToGrow {
+        /// Bytes received when it could not grow.
+        received: usize,
+        /// The most the arena could hold beside the block already held.
+        largest: usize,
     },
     /// The `Content-Length` header is not a decimal number. Answered 400.
     #[error("the Content-Length header is not a valid length; send a decimal byte count")]
@@ -149,8 +203,11 @@ impl BodyRejection {
     /// The status code the layer answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::LengthTooLarge { .. } | Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::LengthTooLarge { .. } | Self::TooLarge { .. } | Self::TooLargeToGrow { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::CapacityTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::InvalidContentLength | Self::Body { .. } => StatusCode::BAD_REQUEST,
         }
     }
@@ -158,7 +215,10 @@ impl BodyRejection {
     /// The short text of the response body.
     fn text(&self) -> &'static str {
         match self {
-            Self::LengthTooLarge { .. } | Self::TooLarge { .. } => "request body too large\n",
+            Self::LengthTooLarge { .. } | Self::TooLarge { .. } | Self::TooLargeToGrow { .. } => {
+                "request body too large\n"
+            }
+            Self::BodyTimeout { .. } => "request body timed out\n",
             Self::CapacityTimeout { .. } => {
                 "server busy: no memory for the request body, retry later\n"
             }
