@@ -12,9 +12,11 @@
 //!    if it has one (`Content-Length` or an exact `size_hint`), otherwise
 //!    about four times what has arrived. The staged chunks and every later
 //!    chunk are copied straight into it. A body of unknown length that
-//!    outgrows its block moves to one about twice what has arrived (one
-//!    copy of what it holds). A block is thus at most about eight times the
-//!    bytes received, before the arena's rounding.
+//!    outgrows its block moves to one twice as large (one copy of what it
+//!    holds). A block of a body of unknown length is thus at most about
+//!    eight times the bytes received; a declared length is reserved whole
+//!    once the stage is full, and `body_timeout` takes it back from a
+//!    client that stops sending.
 //! 4. A finished body whose block is four or more times its length moves to
 //!    an exact one if the arena has it free at once.
 //!
@@ -243,6 +245,9 @@ pin_project! {
         seen: usize,
         // The body has ended (every byte is in `staged`, `buf`, `pending`).
         ended: bool,
+        // `buf` was sized by a guess (a body of unknown length), not for a
+        // known length.
+        guessed: bool,
         // A 503 to answer once the rest of the body has been read and
         // discarded (see `poll_collect`).
         draining: Option<BodyRejection>,
@@ -296,11 +301,15 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
             trailers: None,
             seen: 0,
             ended: false,
+            guessed: false,
             draining: None,
         }
     }
 
-    fn poll_collect(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<ArenaBody, BodyRejection>>
+    fn poll_collect(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<ArenaBody, BodyRejection>>
     where
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -398,7 +407,7 @@ impl<B: Body, S: BufferSource> Collect<B, S> {
             };
             // Neither the stage nor the block has room: a (larger) block.
             *this.pending = Some(data);
-            let len = block_len(&this)?;
+            let len = block_len(&mut this)?;
             start_allocation(len, &mut this);
         }
     }
@@ -482,7 +491,10 @@ fn drain<B: Body, S: BufferSource>(
 fn finish<B: Body, S: BufferSource>(
     this: &mut CollectProj<'_, B, S>,
 ) -> Result<ArenaBody, BodyRejection> {
-    debug_assert!(this.staged.count == 0, "finish() runs once the stage has a block");
+    debug_assert!(
+        this.staged.count == 0,
+        "finish() runs once the stage has a block"
+    );
     let trailers = this.trailers.take();
     let Some(mut buf) = this.buf.take() else {
         return Ok(ArenaBody::new(bytes::Bytes::new(), trailers));
@@ -490,8 +502,11 @@ fn finish<B: Body, S: BufferSource>(
     // A block four or more times the body (a body of unknown length that
     // stopped soon after a growth): move to an exact one if it is free now.
     let len = buf.len();
-    if len > 0 && buf.capacity() / 4 >= len {
-        if let Ok(mut exact) = this.source.try_allocate(NonZeroUsize::new(len).expect("len > 0")) {
+    if *this.guessed && len > 0 && buf.capacity() / 4 >= len {
+        if let Ok(mut exact) = this
+            .source
+            .try_allocate(NonZeroUsize::new(len).expect("len > 0"))
+        {
             if exact.capacity() < buf.capacity() {
                 exact.put_slice(&buf);
                 buf = exact;
@@ -503,7 +518,7 @@ fn finish<B: Body, S: BufferSource>(
 
 /// The block a body needs now, for `seen` bytes received.
 fn block_len<B: Body, S: BufferSource>(
-    this: &CollectProj<'_, B, S>,
+    this: &mut CollectProj<'_, B, S>,
 ) -> Result<usize, BodyRejection> {
     let need = *this.seen;
     let limit = this.config.limit;
@@ -512,13 +527,18 @@ fn block_len<B: Body, S: BufferSource>(
             return Ok(declared);
         }
     }
+    *this.guessed = true;
     let held = this.buf.as_ref().map_or(0, Buffer::capacity);
-    let factor = if held == 0 { 4 } else { 2 };
-    let len = need
-        .saturating_mul(factor)
-        .checked_next_power_of_two()
-        .unwrap_or(usize::MAX)
-        .min(limit);
+    let len = if held == 0 {
+        // The first block: about four times what arrived.
+        need.saturating_mul(4)
+    } else {
+        // Outgrown: at least twice the block.
+        need.max(held.saturating_mul(2))
+    }
+    .checked_next_power_of_two()
+    .unwrap_or(usize::MAX)
+    .min(limit);
     // Growing copies out of the block held, so both are needed at once.
     let room = this.source.max_len().saturating_sub(held);
     if need > room {
