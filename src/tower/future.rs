@@ -40,7 +40,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::{ArenaBody, BodyRejection, Collected, Config, ResponseBody};
+use super::{ArenaBody, BodyRejection, Config, ResponseBody};
 use crate::{AllocError, Buffer, BufferSource};
 
 /// The most chunks a body keeps staged before it takes an arena block.
@@ -116,7 +116,10 @@ where
                     };
                     match result {
                         Ok(body) => {
-                            parts.extensions.insert(Collected);
+                            // For the axum extractor only: an extension costs
+                            // two heap allocations.
+                            #[cfg(feature = "axum")]
+                            parts.extensions.insert(super::Collected);
                             let future = inner.call(Request::from_parts(parts, body));
                             self.as_mut().project().state.set(State::Call { future });
                         }

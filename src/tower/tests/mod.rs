@@ -509,3 +509,6 @@ async fn a_503_drain_stops_at_the_limit() {
 }
 
 mod liveness;
+
+#[cfg(feature = "axum")]
+mod axum_extractor;

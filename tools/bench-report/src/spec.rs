@@ -37,7 +37,8 @@ const ASYNC: &str = "cargo bench --bench async_alloc --features async-alloc -- -
 /// `cargo bench` for the tokio I/O groups.
 const IO: &str = "cargo bench --bench io --features io -- --noplot";
 /// `cargo bench` for the tower layer groups.
-const HTTP: &str = "cargo bench --bench http_body --features tower -- --noplot";
+const HTTP: &str =
+    "cargo bench --bench http_body --bench http_body_allocs --features tower -- --noplot";
 
 /// The commands that produce every result, in order, then the report itself.
 pub const REGENERATE: &[&str] = &[ALLOCATOR, ASYNC, IO, HTTP, "cargo run -p bench-report"];
