@@ -100,7 +100,8 @@ fn roomy() -> Config {
         arena_size: 32 << 20,
         min_block: 4096,
         max_body_size: 8 << 20,
-        wait_timeout: Some(Duration::from_secs(5)),
+        wait_timeout: Duration::from_secs(5),
+        ..Config::default()
     }
 }
 
@@ -159,7 +160,7 @@ async fn an_exhausted_arena_answers_503_with_retry_after() {
     let (addr, arena) = start(Config {
         arena_size: 1 << 20,
         max_body_size: 1 << 20,
-        wait_timeout: Some(Duration::from_millis(100)),
+        wait_timeout: Duration::from_millis(100),
         ..roomy()
     })
     .await;
@@ -184,7 +185,8 @@ async fn five_hundred_concurrent_uploads_against_a_small_arena() {
         arena_size: 1 << 20,
         min_block: 4096,
         max_body_size: 256 << 10,
-        wait_timeout: Some(Duration::from_millis(100)),
+        wait_timeout: Duration::from_millis(100),
+        ..Config::default()
     })
     .await;
     let client = client();
