@@ -330,4 +330,30 @@ pub const TARGETS: &[Target] = &[
         params: Params::All,
         bound: Bound::AllocsAtMost(1.0),
     },
+    // Issue 12: the layer allocates lazily and never re-copies on every
+    // doubling; 4 KiB pays one copy the baseline does not.
+    Target {
+        issue: 12,
+        group: "http_body",
+        ours: "arena_layer",
+        baseline: "collect_limit",
+        params: Params::Prefix(&["64KiB/", "1MiB/"]),
+        bound: Bound::ThroughputRatioAtLeast(1.0),
+    },
+    Target {
+        issue: 12,
+        group: "http_body",
+        ours: "arena_layer",
+        baseline: "collect_limit",
+        params: Params::Prefix(&["4KiB/"]),
+        bound: Bound::ThroughputRatioAtLeast(0.8),
+    },
+    Target {
+        issue: 12,
+        group: "http_body",
+        ours: "arena_layer",
+        baseline: "collect_limit",
+        params: Params::All,
+        bound: Bound::AllocsAtMost(1.0),
+    },
 ];
