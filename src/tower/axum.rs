@@ -29,6 +29,10 @@ use super::Collected;
 /// `.layer(DefaultBodyLimit::disable())`, or raise it to the layer's limit,
 /// or they answer a second, different 413 above 2 MB.
 ///
+/// The layer tells the extractor that it collected the body through a marker
+/// in the request's extensions, which it adds only with this feature on (a
+/// request without extensions then costs two small heap allocations more).
+///
 /// Without the layer in front of the handler, the extractor does not read
 /// the body (it would be unbounded, heap memory) and answers
 /// `500 Internal Server Error` ([`ArenaBytesRejection::MissingLayer`]).
