@@ -128,6 +128,7 @@
 #[cfg(feature = "axum")]
 mod axum;
 mod body;
+mod collect;
 mod future;
 mod layer;
 mod service;

@@ -108,7 +108,7 @@ async fn memory_follows_the_bytes_received() {
                 live <= bound,
                 "{live} bytes held after {sent} received ({content_length:?})"
             );
-            if sent <= future::STAGE_BYTES {
+            if sent <= collect::STAGE_BYTES {
                 assert_eq!(live, 0, "a block before the stage filled");
             }
         }

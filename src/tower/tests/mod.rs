@@ -160,10 +160,10 @@ async fn chunked_bodies_are_staged_then_grow_and_stay_contiguous() {
         // block of about 4x what arrived, then doublings: a few
         // allocations, not one per chunk.
         let allocs = arena.metrics().alloc_count;
-        let bound = if len <= future::STAGE_BYTES {
+        let bound = if len <= collect::STAGE_BYTES {
             1
         } else {
-            3 + (len / future::STAGE_BYTES)
+            3 + (len / collect::STAGE_BYTES)
                 .next_power_of_two()
                 .trailing_zeros() as u64
         };
