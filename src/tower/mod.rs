@@ -22,9 +22,11 @@
 //!   unknown length holds at most about 8x the bytes it has sent (before
 //!   the arena's rounding to its block sizes), and a declared length is
 //!   reserved only once 128 KiB (or 8 chunks) of it has arrived. Each byte
-//!   is copied once into its block (bodies of unknown length also once per
-//!   growth, at most about once more in all), and the result is one
-//!   contiguous block of arena memory.
+//!   is copied once into its block (a body of unknown length also copies
+//!   what it holds each time it outgrows a block, less than the body in
+//!   all, and once more if it ends in a block four or more times its size
+//!   and an exact one is free), and the result is one contiguous block of
+//!   arena memory.
 //! - **Idle bodies lose their memory.** A request that holds memory and
 //!   receives no body frame for `body_timeout` (default 10 s) gives it back
 //!   and is answered `408 Request Timeout` (with `Connection: close` on
