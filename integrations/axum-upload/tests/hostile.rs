@@ -269,7 +269,8 @@ async fn a_client_that_goes_silent_holding_memory_gets_408() {
     let server = start(Config {
         arena_size: 4 << 20,
         max_body_size: 1 << 20,
-        body_timeout: Duration::from_millis(300),
+        // Long enough for the test to see the block held on a loaded machine.
+        body_timeout: Duration::from_secs(2),
         wait_timeout: FOREVER,
         ..Config::default()
     })
@@ -322,6 +323,9 @@ async fn an_http2_stream_does_not_stall_the_others_on_its_connection() {
         arena_size: 1 << 20,
         max_body_size: 1 << 20,
         wait_timeout: FOREVER,
+        // Long enough for the test to see B waiting on a loaded machine;
+        // far shorter than the guard.
+        http2_wait_timeout: Duration::from_secs(2),
         ..Config::default()
     };
     let server = start(config).await;
