@@ -305,3 +305,15 @@ async fn a_chunked_body_that_cannot_grow_beside_its_block_gets_413() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(arena.metrics().live_bytes, 0);
 }
+
+#[test]
+fn the_defaults_bound_every_wait() {
+    let layer = ArenaBodyLayer::new(buddy(1 << 20));
+    assert_eq!(layer.wait_timeout(), DEFAULT_WAIT_TIMEOUT);
+    assert_eq!(layer.http2_wait_timeout(), DEFAULT_HTTP2_WAIT_TIMEOUT);
+    assert_eq!(layer.body_timeout(), DEFAULT_BODY_TIMEOUT);
+    assert!(DEFAULT_HTTP2_WAIT_TIMEOUT < DEFAULT_WAIT_TIMEOUT);
+    let built = ArenaBodyLayer::builder(buddy(1 << 20)).build().unwrap();
+    assert_eq!(built.wait_timeout(), DEFAULT_WAIT_TIMEOUT);
+    assert_eq!(built.body_timeout(), DEFAULT_BODY_TIMEOUT);
+}
