@@ -212,12 +212,12 @@ async fn five_hundred_concurrent_uploads_against_a_small_arena() {
         .map(|i| {
             let client = client.clone();
             // 1 KiB .. 256 KiB, half of them chunked; each handler holds its
-            // body 30 ms, so the 1 MiB arena runs out, requests wait, and
-            // some wait longer than the 100 ms timeout.
+            // body 100 ms (as long as the wait timeout), so the 1 MiB arena
+            // runs out, requests wait, and some wait longer than the timeout.
             let payload = data(1024 + (i * 7919) % (255 << 10), i);
             tokio::spawn(async move {
                 let (status, headers, text) =
-                    upload(&client, addr, "?hold_ms=30", body(&payload, i % 2 == 0)).await;
+                    upload(&client, addr, "?hold_ms=100", body(&payload, i % 2 == 0)).await;
                 match status {
                     StatusCode::OK => assert_eq!(text, expected(&payload), "upload {i} corrupted"),
                     StatusCode::SERVICE_UNAVAILABLE => assert_eq!(headers["retry-after"], "1"),
