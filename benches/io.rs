@@ -140,10 +140,11 @@ struct Arenas {
 
 /// Reads every frame, dropping each at once or holding the last 1024;
 /// returns (frames, payload bytes).
-async fn consume<S, T>(mut frames: S, hold: bool) -> (u64, u64)
+async fn consume<S, T, E>(mut frames: S, hold: bool) -> (u64, u64)
 where
-    S: Stream<Item = io::Result<T>> + Unpin,
+    S: Stream<Item = Result<T, E>> + Unpin,
     T: AsRef<[u8]>,
+    E: std::fmt::Debug,
 {
     let mut ring = VecDeque::with_capacity(if hold { HOLD + 1 } else { 0 });
     let (mut n, mut bytes) = (0u64, 0u64);

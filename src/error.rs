@@ -1,5 +1,6 @@
 //! Error types: [`AllocError`] for allocation, [`BuildError`] for arena
-//! configuration.
+//! configuration. (The codecs' own errors, framing configuration included,
+//! are in `codec`.)
 
 use thiserror::Error;
 
@@ -76,13 +77,6 @@ pub enum BuildError {
         blocks: usize,
         /// The most minimum blocks an arena supports.
         max_blocks: usize,
-    },
-    /// A framing configuration is invalid (for instance a length field that
-    /// is not 1 to 8 bytes).
-    #[error("invalid framing configuration: {reason}")]
-    InvalidFraming {
-        /// What is wrong, and what would be valid.
-        reason: String,
     },
     /// The system could not provide the arena's memory: its region or its
     /// bookkeeping (the per-slot and per-block side tables).

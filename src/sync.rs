@@ -10,13 +10,13 @@
 //! for one) do not build with it.
 
 #[cfg(not(arenabuf_loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(arenabuf_loom))]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use std::sync::{Arc, Mutex};
 
 #[cfg(arenabuf_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(arenabuf_loom)]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use loom::sync::{Arc, Mutex};
@@ -120,6 +120,31 @@ pub(crate) fn set_word_hint(_key: usize, _word: usize) {}
 #[cfg(arenabuf_loom)]
 pub(crate) fn random_word(_words: usize) -> usize {
     0
+}
+
+/// The clock of the buddy arena's head windows. A unit test may freeze
+/// it on its thread and move it by hand ([`advance_clock`]), so that what
+/// it checks does not depend on how fast the machine is.
+#[cfg(not(arenabuf_loom))]
+pub(crate) fn now() -> std::time::Instant {
+    #[cfg(test)]
+    if let Some(frozen) = FROZEN_CLOCK.with(std::cell::Cell::get) {
+        return frozen;
+    }
+    std::time::Instant::now()
+}
+
+#[cfg(all(test, not(arenabuf_loom)))]
+thread_local! {
+    static FROZEN_CLOCK: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Freezes this thread's [`now`], then moves it forward by `by` (unit
+/// tests only).
+#[cfg(all(test, not(arenabuf_loom)))]
+pub(crate) fn advance_clock(by: std::time::Duration) {
+    FROZEN_CLOCK.with(|c| c.set(Some(c.get().unwrap_or_else(std::time::Instant::now) + by)));
 }
 
 /// Lets other threads run: a failing allocation whose search overlapped a

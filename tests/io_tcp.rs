@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use arenabuf::codec::{ArenaDelimiterCodec, ArenaLengthDelimitedCodec, LengthDelimited};
+use arenabuf::codec::{
+    ArenaAnyDelimiterCodec, ArenaLengthDelimitedCodec, ArenaLinesCodec, LengthDelimited,
+};
 use arenabuf::io::{ArenaReader, Framing};
 use arenabuf::{BuddyArena, BufferSource, FixedArena};
 use bytes::Bytes;
@@ -115,9 +117,10 @@ async fn send_frames(socket: TcpStream, frames: Vec<Bytes>) {
 
 /// Collects a stream of frames, checking each against `expected` byte for
 /// byte as it arrives.
-async fn check_stream<S>(mut frames: S, expected: &[Bytes])
+async fn check_stream<S, E>(mut frames: S, expected: &[Bytes])
 where
-    S: Stream<Item = io::Result<Bytes>> + Unpin,
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Debug,
 {
     let mut n = 0;
     while let Some(f) = frames.next().await {
@@ -170,8 +173,8 @@ async fn stock_writer_to_every_reader_random_read_sizes() {
         // The drop-in codec in FramedRead.
         let (client, server) = pair().await;
         let writer = tokio::spawn(send_frames(client, expected.clone()));
-        let codec = ArenaLengthDelimitedCodec::<BuddyArena>::builder()
-            .max_frame_length(1 << 24)
+        let codec = ArenaLengthDelimitedCodec::builder()
+            .max_frame_length(4 << 20)
             .new_codec(arena.clone())
             .unwrap();
         let framed = FramedRead::new(RandomReads::new(server, seed, read_max), codec);
@@ -246,7 +249,7 @@ async fn lines_and_delimiters_over_tcp() {
         let writer = tokio::spawn(send(client));
         let framed = FramedRead::new(
             RandomReads::new(server, 5, read_max),
-            ArenaDelimiterCodec::lines(arena.clone()).max_length(1000),
+            ArenaLinesCodec::new_with_max_length(arena.clone(), 1000),
         );
         no_hang(check_stream(framed, &expected)).await;
         writer.await.unwrap();
@@ -267,10 +270,13 @@ async fn lines_and_delimiters_over_tcp() {
         client.write_all(b"a;bb;;ccc").await.unwrap();
         client.shutdown().await.unwrap();
     });
-    let got: Vec<Bytes> = FramedRead::new(server, ArenaDelimiterCodec::new(arena.clone(), b';'))
-        .map(|f| f.unwrap())
-        .collect()
-        .await;
+    let got: Vec<Bytes> = FramedRead::new(
+        server,
+        ArenaAnyDelimiterCodec::new(arena.clone(), b";".to_vec(), b";".to_vec()),
+    )
+    .map(|f| f.unwrap())
+    .collect()
+    .await;
     assert_eq!(got, ["a", "bb", "", "ccc"]);
     writer.await.unwrap();
 }

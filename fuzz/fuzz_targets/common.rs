@@ -116,9 +116,162 @@ pub fn on_full(arena_byte: u8) -> arenabuf::codec::OnFull {
     }
 }
 
-/// Whether a decoder error came from the arena (full, or a frame that can
-/// never fit) rather than from the input.
-pub fn is_alloc_error(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<arenabuf::AllocError>())
+/// A source in front of an arena that fails the allocations whose index
+/// (0 to 63) has its bit set in `fail_mask` with `ArenaFull`, and reports
+/// `max_len` as `report_max` (so that a codec can be built with any maximum;
+/// the arena itself still refuses what it can never hold).
+#[derive(Clone)]
+pub struct FlakySource<S> {
+    pub inner: S,
+    fail_mask: u64,
+    report_max: usize,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: arenabuf::BufferSource> FlakySource<S> {
+    pub fn new(inner: S, fail_mask: u64, report_max: usize) -> Self {
+        Self {
+            inner,
+            fail_mask,
+            report_max,
+            calls: Default::default(),
+        }
+    }
+}
+
+impl<S: arenabuf::BufferSource> arenabuf::BufferSource for FlakySource<S> {
+    type Wait = S::Wait;
+
+    fn max_len(&self) -> usize {
+        self.report_max
+    }
+
+    fn try_allocate(&self, len: NonZeroUsize) -> Result<arenabuf::Buffer, arenabuf::AllocError> {
+        let i = self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i < 64 && self.fail_mask & (1 << i) != 0 {
+            return Err(arenabuf::AllocError::ArenaFull);
+        }
+        self.inner.try_allocate(len)
+    }
+
+    fn allocate_wait(&self, len: NonZeroUsize) -> Self::Wait {
+        self.inner.allocate_wait(len)
+    }
+
+    fn note_spill(&self) {
+        self.inner.note_spill();
+    }
+}
+
+/// One read of a stream: bytes, or a 0-byte read (EOF), after which the
+/// stream may go on.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    Data(&'a [u8]),
+    Eof,
+}
+
+/// The reads: the chunks, an EOF after chunk `i` where bit `i % 64` of
+/// `eof_mask` is set, and one at the end.
+pub fn steps<'a>(chunks: &[&'a [u8]], eof_mask: u64) -> Vec<Step<'a>> {
+    let mut out = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        out.push(Step::Data(c));
+        if eof_mask & (1 << (i % 64)) != 0 {
+            out.push(Step::Eof);
+        }
+    }
+    out.push(Step::Eof);
+    out
+}
+
+/// What a decoder gave, as `FramedRead` would hand it out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Frame(Vec<u8>),
+    /// An error, by class (see the targets).
+    Error(&'static str),
+    /// `FramedRead`'s `None`.
+    End,
+}
+
+/// Drives `decoder` over `steps` exactly as `FramedRead` does when polled
+/// on after every error and `None`: decode after each read until it yields
+/// nothing; after an error, `None` and the next read; at an EOF,
+/// `decode_eof` until `None`, and a second EOF in a row ends at once.
+/// A decode that fails with a full arena (`is_full`) is retried after the
+/// frames held so far (the last `keep`) are dropped, as a caller that frees
+/// memory and asks again. At most `limit` events.
+pub fn framed_read<D>(
+    decoder: &mut D,
+    steps: &[Step<'_>],
+    keep: usize,
+    limit: usize,
+    is_full: impl Fn(&D::Error) -> bool,
+    class: impl Fn(&D::Error) -> &'static str,
+) -> Vec<Event>
+where
+    D: tokio_util::codec::Decoder,
+    D::Item: Into<bytes::Bytes>,
+{
+    let mut buf = bytes::BytesMut::new();
+    let mut held = std::collections::VecDeque::new();
+    let mut events = Vec::new();
+    let mut eof = false;
+    let mut retries = 0;
+    let mut call = |d: &mut D, buf: &mut bytes::BytesMut, at_eof: bool, held: &mut std::collections::VecDeque<bytes::Bytes>| loop {
+        let r = if at_eof { d.decode_eof(buf) } else { d.decode(buf) };
+        match r {
+            Err(e) if is_full(&e) => {
+                held.clear();
+                retries += 1;
+                assert!(retries <= 64 + limit, "a retry with the arena empty fails again");
+            }
+            r => return r,
+        }
+    };
+    for step in steps {
+        let at_eof = match step {
+            Step::Data(d) => {
+                eof = false;
+                buf.extend_from_slice(d);
+                false
+            }
+            Step::Eof if eof => {
+                events.push(Event::End);
+                continue;
+            }
+            Step::Eof => {
+                eof = true;
+                true
+            }
+        };
+        loop {
+            if events.len() >= limit {
+                return events;
+            }
+            match call(decoder, &mut buf, at_eof, &mut held) {
+                Ok(Some(frame)) => {
+                    let frame: bytes::Bytes = frame.into();
+                    events.push(Event::Frame(frame.to_vec()));
+                    held.push_back(frame);
+                    if held.len() > keep {
+                        held.pop_front();
+                    }
+                }
+                Ok(None) => {
+                    if at_eof {
+                        events.push(Event::End);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    events.push(Event::Error(class(&e)));
+                    events.push(Event::End);
+                    break;
+                }
+            }
+        }
+    }
+    events
 }

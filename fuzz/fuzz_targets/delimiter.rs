@@ -1,34 +1,25 @@
-//! `ArenaDelimiterCodec` against tokio_util: `lines()` against `LinesCodec`,
-//! `new(delimiter)` against `AnyDelimiterCodec` with that one delimiter.
-//! Random options, random bytes, random read splits; decoding goes on after
-//! an over-long frame, as both codecs allow. Both must yield the same frames
-//! and errors, except that a frame the arena had no room for may be an
-//! error (with `OnFull::Error`). Never a panic, a hang or a leak.
+//! `ArenaLinesCodec` against tokio_util's `LinesCodec`, and
+//! `ArenaAnyDelimiterCodec` against `AnyDelimiterCodec` (one to three seek
+//! delimiters). Random options, random bytes, random read splits with EOFs
+//! between them (the stream goes on after each, as `FramedRead` polled again
+//! does), and allocations that fail at random (with `OnFull::Error` the
+//! decode is retried after memory is freed). Both must give the same events:
+//! frames, over-long errors, `None`s. Never a panic, a hang or a leak.
 #![no_main]
 
 #[path = "common.rs"]
 mod common;
 
-use std::collections::VecDeque;
-
 use arenabuf::BufferSource;
-use arenabuf::codec::{ArenaDelimiterCodec, OnFull};
-use bytes::{Bytes, BytesMut};
-use common::{Arena, Input, is_alloc_error, splits};
+use arenabuf::codec::{ArenaAnyDelimiterCodec, ArenaLinesCodec, CodecError, OnFull};
+use common::{Arena, FlakySource, Input, Step, framed_read, splits, steps};
 use libfuzzer_sys::fuzz_target;
-use tokio_util::codec::{AnyDelimiterCodec, Decoder, LinesCodec};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, LinesCodec, LinesCodecError};
 
-#[derive(Debug, PartialEq)]
-enum Event {
-    Frame(Bytes),
-    /// The frame was longer than the maximum.
-    TooLong,
-}
-
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Options {
     lines: bool,
-    delimiter: u8,
+    seek: Vec<u8>,
     max_length: usize,
 }
 
@@ -36,163 +27,123 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let b0 = input.u8();
     let lines = b0 & 0x80 != 0;
-    let delimiter = match b0 & 3 {
+    let mut seek = vec![match b0 & 3 {
         0 => b'\n',
         1 => b',',
         2 => 0,
         _ => input.u8(),
-    };
+    }];
+    for _ in 0..(b0 >> 2) % 3 {
+        seek.push(input.u8());
+    }
     let max_length = input.pick(&[0, 1, 3, 16, 100, usize::MAX]);
     let arena_byte = input.u8();
     let on_full = common::on_full(arena_byte);
     let seed = input.u16();
     let max_read = input.pick(&[1, 2, 3, 7, 64, 4096]);
     let keep = usize::from(input.u8() % 8);
+    let eof_mask = u64::from(input.u16()) * u64::from(input.u8() & 1);
+    let fail_mask = u64::from(input.u16()) << (input.u8() % 48);
     let mut stream = input.rest().to_vec();
     if lines {
         // LinesCodec wants UTF-8; ASCII keeps every structure that matters.
         stream.iter_mut().for_each(|b| *b &= 0x7f);
     }
     let chunks = splits(&stream, seed, max_read);
+    let steps = steps(&chunks, eof_mask);
+    let o = Options {
+        lines,
+        seek,
+        max_length,
+    };
 
     let arena = Arena::from_byte(arena_byte);
-    let (o, source_max) = match &arena {
-        Arena::Fixed(a) => (
-            Options {
-                lines,
-                delimiter,
-                max_length,
-            },
-            a.max_len(),
-        ),
-        Arena::Buddy(a) => (
-            Options {
-                lines,
-                delimiter,
-                max_length,
-            },
-            a.max_len(),
-        ),
-    };
-    let expected = reference(o, source_max, &chunks);
     match &arena {
-        Arena::Fixed(a) => run(a.clone(), o, on_full, &chunks, keep, &expected),
-        Arena::Buddy(a) => run(a.clone(), o, on_full, &chunks, keep, &expected),
+        Arena::Fixed(a) => run(a.clone(), &o, on_full, fail_mask, &steps, keep),
+        Arena::Buddy(a) => run(a.clone(), &o, on_full, fail_mask, &steps, keep),
     }
     arena.assert_whole();
 });
 
-/// Feeds `chunks` to `decode` and then `decode_eof`, going on after errors,
-/// and collects what comes out. Every frame and every error consumes
-/// input, so this ends; `limit` guards against a decoder that does not.
-fn drive<D, E>(decoder: &mut D, chunks: &[&[u8]], mut on_event: impl FnMut(Result<D::Item, E>))
-where
-    D: Decoder<Error = E>,
-{
-    let limit = chunks.iter().map(|c| c.len()).sum::<usize>() + 16;
-    let mut events = 0;
-    let mut buf = BytesMut::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            assert!(events <= limit, "the decoder yields without consuming");
-            match decoder.decode(&mut buf) {
-                Ok(None) => break,
-                event => {
-                    events += 1;
-                    on_event(event.map(|f| f.expect("matched None above")));
-                }
-            }
-        }
+fn limit(steps: &[Step<'_>]) -> usize {
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Data(d) => d.len() + 2,
+            Step::Eof => 2,
+        })
+        .sum::<usize>()
+        + 16
+}
+
+/// `LinesCodec` with its lines as bytes.
+struct Lines(LinesCodec);
+
+impl tokio_util::codec::Decoder for Lines {
+    type Item = bytes::Bytes;
+    type Error = LinesCodecError;
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<bytes::Bytes>, LinesCodecError> {
+        Ok(self.0.decode(src)?.map(bytes::Bytes::from))
     }
-    loop {
-        assert!(
-            events <= limit,
-            "the decoder yields without consuming at EOF"
-        );
-        match decoder.decode_eof(&mut buf) {
-            Ok(None) => return,
-            event => {
-                events += 1;
-                on_event(event.map(|f| f.expect("matched None above")));
-            }
-        }
+    fn decode_eof(&mut self, src: &mut bytes::BytesMut) -> Result<Option<bytes::Bytes>, LinesCodecError> {
+        Ok(self.0.decode_eof(src)?.map(bytes::Bytes::from))
     }
 }
 
-fn reference(o: Options, source_max: usize, chunks: &[&[u8]]) -> Vec<Event> {
-    let max = o.max_length.min(source_max);
-    let mut events = Vec::new();
-    if o.lines {
-        let mut codec = LinesCodec::new_with_max_length(max);
-        drive(&mut codec, chunks, |e| {
-            events.push(match e {
-                Ok(line) => Event::Frame(Bytes::from(line)),
-                Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => Event::TooLong,
-                Err(e) => panic!("ASCII input: {e}"),
-            })
-        });
-    } else {
-        let mut codec =
-            AnyDelimiterCodec::new_with_max_length(vec![o.delimiter], vec![o.delimiter], max);
-        drive(&mut codec, chunks, |e| {
-            events.push(match e {
-                Ok(chunk) => Event::Frame(chunk),
-                Err(tokio_util::codec::AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
-                    Event::TooLong
-                }
-                Err(e) => panic!("no I/O here: {e}"),
-            })
-        });
+fn our_class(e: &CodecError) -> &'static str {
+    match e {
+        CodecError::MaxLengthExceeded { .. } => "too long",
+        e => panic!("no other error here: {e}"),
     }
-    events
 }
 
 fn run<S: BufferSource>(
     source: S,
-    o: Options,
+    o: &Options,
     on_full: OnFull,
-    chunks: &[&[u8]],
+    fail_mask: u64,
+    steps: &[Step<'_>],
     keep: usize,
-    expected: &[Event],
 ) {
-    let codec = if o.lines {
-        ArenaDelimiterCodec::lines(source)
+    // Both cap the maximum at what the arena can hold, so no frame is ever
+    // too large for it.
+    let max = o.max_length.min(source.max_len());
+    let lim = limit(steps);
+    let expected = if o.lines {
+        let mut codec = Lines(LinesCodec::new_with_max_length(max));
+        framed_read(&mut codec, steps, 0, lim, |_| false, |e| match e {
+            LinesCodecError::MaxLineLengthExceeded => "too long",
+            e => panic!("ASCII input: {e}"),
+        })
     } else {
-        ArenaDelimiterCodec::new(source, o.delimiter)
+        let mut codec =
+            AnyDelimiterCodec::new_with_max_length(o.seek.clone(), o.seek[..1].to_vec(), max);
+        framed_read(&mut codec, steps, 0, lim, |_| false, |e| match e {
+            AnyDelimiterCodecError::MaxChunkLengthExceeded => "too long",
+            e => panic!("no I/O here: {e}"),
+        })
     };
-    let mut codec = codec.max_length(o.max_length).on_full(on_full);
-    let mut held = VecDeque::new();
-    let mut seen = 0;
-    drive(&mut codec, chunks, |event| {
-        let want = expected.get(seen);
-        match event {
-            Err(e) if is_alloc_error(&e) => {
-                assert_eq!(on_full, OnFull::Error, "OnFull::Spill failed: {e}");
-                assert!(
-                    matches!(want, Some(Event::Frame(f)) if !f.is_empty()),
-                    "event {seen}: arena error {e} where tokio_util gave {want:?}"
-                );
-            }
-            Err(e) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
-                assert_eq!(want, Some(&Event::TooLong), "event {seen}: {e}");
-            }
-            Ok(frame) => {
-                assert_eq!(want, Some(&Event::Frame(frame.clone())), "event {seen}");
-                held.push_back(frame);
-                if held.len() > keep {
-                    held.pop_front();
-                }
-            }
-        }
-        seen += 1;
-    });
-    assert_eq!(
-        seen,
-        expected.len(),
-        "tokio_util yielded more: {:?}",
-        &expected[seen..]
-    );
-    drop(held);
+    let max_len = source.max_len();
+    let source = FlakySource::new(source, fail_mask, max_len);
+    let is_full = |e: &CodecError| {
+        let full = matches!(e, CodecError::Alloc(arenabuf::AllocError::ArenaFull));
+        assert!(!full || on_full == OnFull::Error, "OnFull::Spill failed: {e}");
+        full
+    };
+    let got = if o.lines {
+        let mut codec = ArenaLinesCodec::new_with_max_length(source, o.max_length);
+        codec.set_on_full(on_full);
+        assert_eq!(codec.max_length(), max);
+        framed_read(&mut codec, steps, keep, lim, is_full, our_class)
+    } else {
+        let mut codec = ArenaAnyDelimiterCodec::new_with_max_length(
+            source,
+            o.seek.clone(),
+            o.seek[..1].to_vec(),
+            o.max_length,
+        );
+        codec.set_on_full(on_full);
+        framed_read(&mut codec, steps, keep, lim, is_full, our_class)
+    };
+    assert_eq!(got, expected);
 }

@@ -7,22 +7,31 @@
 //!
 //! 1. The head waiter (the earliest) is served as soon as its block can be
 //!    carved.
-//! 2. While the head cannot be carved, the earliest waiter behind it whose
-//!    block can be carved is served, within the head's **bypass
-//!    allowance**: the bytes that were free when the head got stuck. Each
-//!    bypass spends its block's size; memory released after the head got
-//!    stuck is never spent on others, so it accumulates for the head.
+//! 2. While the head cannot be carved, it is *stuck*, and time after that
+//!    alternates between windows. In a **reserved** window, memory
+//!    released goes to the head (it merges towards the head's block), and
+//!    waiters behind it are served only from its **allowance**: the bytes
+//!    that were free when it got stuck, each bypass spending its block's
+//!    size. In an **open** window, the earliest waiters behind it whose
+//!    blocks fit are served from whatever is free. The first reserved
+//!    window lasts `HEAD_WINDOW` (2 ms), each next one twice the last, up
+//!    to 64 ms; open windows last 2 ms.
+//! 3. A waiter that fits free memory but must wait for a reserved window
+//!    to end is woken to *tick*: its task polls the arena until the window
+//!    opens (one such task at a time), so no timer is needed and it is
+//!    served then, even if nothing else happens in the arena.
 //!
-//! Why both halves: strict first-come-first-served (the earlier rule)
-//! wedges a server when the head's block is pinned by data whose owner
-//! waits *behind* the head for a block that sits free (a batching consumer
-//! keeping one small frame per connection is enough). Rule 2 serves it from
-//! idle memory. Yet a large request is not starved by a churn of smaller
-//! ones: they can overtake it by at most its allowance, after which every
-//! release merges towards it. A synchronous [`BuddyArena::allocate`] that
-//! would need the lists answers [`AllocError::ArenaFull`] while tasks wait,
-//! rather than take memory a waiter is owed.
-//!
+//! Why: strict first-come-first-served (the earlier rule) wedges a server
+//! when the head's block is pinned by memory whose owner waits *behind* the
+//! head for a block that sits free (a batching consumer keeping one frame
+//! per connection is enough): such a waiter now waits at most one reserved
+//! window. Yet a large request is not starved by a churn of smaller ones:
+//! each reserved window lets everything that holds its block only briefly
+//! drain into it, and the windows grow until they outlast any such hold.
+//! A synchronous [`BuddyArena::allocate`](super::BuddyArena::allocate)
+//! that would need the lists answers
+//! [`AllocError::ArenaFull`](crate::AllocError::ArenaFull) while tasks
+//! wait, rather than take memory a waiter is owed.
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -75,7 +84,7 @@ impl std::future::Future for BuddyAllocate<'_> {
     ) -> std::task::Poll<Self::Output> {
         let this = &mut *self;
         if let crate::wait::WaitState::Start = this.state {
-            match this.arena.allocate(this.len) {
+            match this.arena.allocate_with(this.len, false) {
                 Err(AllocError::ArenaFull) => {}
                 done => {
                     this.state = crate::wait::WaitState::Done;
@@ -106,7 +115,20 @@ impl BuddyAllocate<'_> {
         let arena = handle.inner();
         if let WaitState::Queued(node) = &this.state {
             // The grant is written into our node: no arena lock needed.
-            return match node.poll(cx.waker()) {
+            let mut lease = node.poll(cx.waker());
+            if lease.is_none() && node.is_ticking() {
+                // We fit memory reserved for a stuck head: look again, in
+                // case its window has opened, and keep polling until then.
+                let mut lists = sync::lock(&arena.lists);
+                let wake = arena.serve_waiters(handle.inner, &mut lists);
+                drop(lists);
+                lease = node.take_grant();
+                if lease.is_none() && node.is_ticking() {
+                    cx.waker().wake_by_ref();
+                }
+                crate::wait::wake_all(wake);
+            }
+            return match lease {
                 Some(lease) => {
                     this.state = WaitState::Done;
                     Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill)))
@@ -121,9 +143,12 @@ impl BuddyAllocate<'_> {
                 return Poll::Ready(Err(e));
             }
         };
+        // Cloned before locking: a waker's clone is user code.
+        let waker = cx.waker().clone();
         let mut lists = sync::lock(&arena.lists);
         let first = lists.waiters.is_empty();
-        let node = lists.waiters.register(k as usize, cx.waker());
+        let node = lists.waiters.register(k as usize, waker);
+        this.state = WaitState::Queued(node.clone());
         if first {
             // Park nothing from now on, and move what is parked to the
             // lists, where the queue can use it.
@@ -131,15 +156,12 @@ impl BuddyAllocate<'_> {
         }
         let wake = arena.serve_waiters(handle.inner, &mut lists);
         drop(lists);
-        let poll = match node.poll(cx.waker()) {
+        let poll = match node.take_grant() {
             Some(lease) => {
                 this.state = WaitState::Done;
                 Poll::Ready(Ok(Buffer::from_lease(lease, arena.auto_spill)))
             }
-            None => {
-                this.state = WaitState::Queued(node);
-                Poll::Pending
-            }
+            None => Poll::Pending,
         };
         crate::wait::wake_all(wake);
         poll
@@ -158,7 +180,8 @@ impl Drop for BuddyAllocate<'_> {
         // The head may have left: serve whoever can be served now.
         let wake = arena.serve_waiters(self.arena.inner, &mut lists);
         drop(lists);
-        // A grant we never picked up goes back through the release path.
+        // A grant we never picked up goes back through the release path;
+        // our waker is dropped outside the lock too.
         drop(cancelled);
         crate::wait::wake_all(wake);
     }

@@ -54,8 +54,11 @@ pub(crate) struct BuddyInner {
 }
 
 impl BuddyInner {
+    /// The locked path of an allocation. `count_failure`: whether a failure
+    /// is an `ArenaFull` answer (counted, and the `arena full` event) or
+    /// just the first step of a wait (not counted, as on a fixed arena).
     #[cold]
-    pub(super) fn allocate_slow(&self, k: u32) -> Result<u32, AllocError> {
+    pub(super) fn allocate_slow(&self, k: u32, count_failure: bool) -> Result<u32, AllocError> {
         let mut lists = sync::lock(&self.lists);
         if !lists.has_waiters() {
             if let Some(b) = lists.take(k) {
@@ -66,8 +69,10 @@ impl BuddyInner {
                 return Ok(b);
             }
         }
-        lists.failures += 1;
-        self.full.failed("buddy", self.total_size, lists.failures);
+        if count_failure {
+            lists.failures += 1;
+            self.full.failed("buddy", self.total_size, lists.failures);
+        }
         Err(AllocError::ArenaFull)
     }
 
@@ -87,50 +92,79 @@ impl BuddyInner {
         }
     }
 
-    /// Serves waiters while their blocks can be carved: the head first;
-    /// while the head cannot be carved, the earliest waiter behind it whose
-    /// block can, within the head's bypass allowance. Returns the wakers to
-    /// call after unlocking.
+    /// Serves waiters while their blocks can be carved, by the rule in the
+    /// module docs. Returns the waiters to wake after unlocking.
     #[cfg(feature = "async-alloc")]
     pub(super) fn serve_waiters(
         &self,
         this: NonNull<BuddyInner>,
         lists: &mut FreeLists,
-    ) -> Vec<std::task::Waker> {
+    ) -> Vec<crate::wait::Wake> {
         let mut wake = Vec::new();
+        let mut blocked = None;
         while let Some((k, seq)) = lists.waiters.head() {
             if let Some(b) = lists.take(k as u32) {
                 lists.stuck_head = None;
                 self.allocs.add(sync::thread_index());
-                wake.extend(lists.waiters.grant(k, self.lease(this, b, k as u32)));
+                wake.push(lists.waiters.grant(k, self.lease(this, b, k as u32)));
                 continue;
             }
-            // The head is stuck. Its allowance is what was free when it got
-            // stuck: memory released since then is never spent on others.
-            let allowance = match lists.stuck_head {
-                Some((s, left)) if s == seq => left,
-                _ => lists.free_bytes,
+            // The head is stuck.
+            let mut stuck = match lists.stuck_head {
+                Some(s) if s.seq == seq => s,
+                _ => StuckHead {
+                    seq,
+                    allowance: lists.free_bytes,
+                    since: StuckHead::now(),
+                },
             };
-            lists.stuck_head = Some((seq, allowance));
+            lists.stuck_head = Some(stuck);
             let Some(largest) = lists.largest_free_order() else {
                 break;
             };
-            // Orders that fit both the largest free block and the allowance.
-            let affordable = match (allowance >> self.min_shift).checked_ilog2() {
-                Some(j) => j.min(largest),
-                None => break,
+            let open = stuck.is_open();
+            let affordable = if open {
+                Some(largest)
+            } else {
+                (stuck.allowance >> self.min_shift)
+                    .checked_ilog2()
+                    .map(|j| j.min(largest))
             };
-            let Some(j) = lists.waiters.first_up_to(affordable as usize) else {
+            let Some(j) = affordable.and_then(|a| lists.waiters.first_up_to(a as usize)) else {
+                // Someone fits what is free but must wait for the window.
+                if !open {
+                    blocked = lists.waiters.first_up_to(largest as usize);
+                }
                 break;
             };
             let b = lists.take(j as u32).expect("j <= the largest free order");
-            lists.stuck_head = Some((seq, allowance - (self.min_block_size << j)));
+            if !open {
+                stuck.allowance -= self.min_block_size << j;
+                lists.stuck_head = Some(stuck);
+            }
             self.allocs.add(sync::thread_index());
-            wake.extend(lists.waiters.grant(j, self.lease(this, b, j as u32)));
+            wake.push(lists.waiters.grant(j, self.lease(this, b, j as u32)));
         }
         if lists.waiters.is_empty() {
             lists.stuck_head = None;
         }
+        // Exactly the blocked waiter ticks (polls until the window opens).
+        let ticker = blocked.and_then(|j| lists.waiters.front_of(j).cloned());
+        if let Some(old) = lists.ticker.take() {
+            if ticker
+                .as_ref()
+                .is_none_or(|t| !crate::sync::Arc::ptr_eq(t, &old))
+            {
+                old.set_ticking(false);
+            }
+        }
+        if let Some(t) = &ticker {
+            wake.push(crate::wait::Wake {
+                waker: t.set_ticking(true),
+                _node: None,
+            });
+        }
+        lists.ticker = ticker;
         if lists.wait_markers && lists.waiters.is_empty() && !lists.closed {
             lists.wait_markers = false;
             for way in self.cache.iter() {
@@ -141,6 +175,67 @@ impl BuddyInner {
             }
         }
         wake
+    }
+}
+
+/// A head waiter whose block cannot be carved yet.
+#[cfg(feature = "async-alloc")]
+#[derive(Clone, Copy)]
+pub(super) struct StuckHead {
+    /// Its arrival number.
+    seq: u64,
+    /// Bytes waiters behind it may still take during a reserved window:
+    /// what was free when it got stuck, less what they took.
+    allowance: usize,
+    /// When it got stuck.
+    since: Option<std::time::Instant>,
+}
+
+/// The stuck head's windows alternate: reserved (memory released goes to
+/// the head; waiters behind it get only its allowance), then open (they get
+/// whatever fits) for `HEAD_WINDOW`. The first reserved window lasts
+/// `HEAD_WINDOW`, and each next one twice the last, up to
+/// `MAX_RESERVED_WINDOW`: whatever holds the head's block only briefly is
+/// outlasted, and whatever waits behind it is never held longer than that.
+#[cfg(feature = "async-alloc")]
+pub(crate) const HEAD_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
+#[cfg(feature = "async-alloc")]
+const MAX_RESERVED_WINDOW: std::time::Duration = std::time::Duration::from_millis(64);
+
+#[cfg(feature = "async-alloc")]
+impl StuckHead {
+    /// The clock (none under loom, whose models must be deterministic: the
+    /// window never opens there).
+    fn now() -> Option<std::time::Instant> {
+        #[cfg(arenabuf_loom)]
+        return None;
+        #[cfg(not(arenabuf_loom))]
+        Some(crate::sync::now())
+    }
+
+    /// Whether the head's current window is an open one.
+    fn is_open(&self) -> bool {
+        let (Some(since), Some(now)) = (self.since, Self::now()) else {
+            return false;
+        };
+        let mut t = now.saturating_duration_since(since);
+        let mut reserved = HEAD_WINDOW;
+        loop {
+            if t < reserved {
+                return false;
+            }
+            t -= reserved;
+            if t < HEAD_WINDOW {
+                return true;
+            }
+            t -= HEAD_WINDOW;
+            if reserved >= MAX_RESERVED_WINDOW {
+                // Periodic from here on.
+                let period = (reserved + HEAD_WINDOW).as_nanos();
+                return t.as_nanos() % period >= reserved.as_nanos();
+            }
+            reserved *= 2;
+        }
     }
 }
 

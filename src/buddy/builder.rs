@@ -128,6 +128,8 @@ impl BuddyArenaBuilder {
             #[cfg(feature = "async-alloc")]
             stuck_head: None,
             #[cfg(feature = "async-alloc")]
+            ticker: None,
+            #[cfg(feature = "async-alloc")]
             wait_markers: false,
         };
         lists.link(0, max_order);

@@ -42,11 +42,14 @@ pub(super) struct FreeLists {
     pub(super) closed: bool,
     #[cfg(feature = "async-alloc")]
     pub(super) waiters: crate::wait::Waiters,
-    /// The head waiter that could not be carved (its arrival number), and
-    /// the bytes that waiters behind it may still take before it (see
-    /// "Waiting" in the module docs).
+    /// The head waiter that could not be carved, if any (see "Waiting" in
+    /// the module docs).
     #[cfg(feature = "async-alloc")]
-    pub(super) stuck_head: Option<(u64, usize)>,
+    pub(super) stuck_head: Option<super::blocks::StuckHead>,
+    /// The waiter that fits free memory reserved for the stuck head, whose
+    /// task polls until the reservation lapses.
+    #[cfg(feature = "async-alloc")]
+    pub(super) ticker: Option<crate::sync::Arc<crate::wait::Node>>,
     /// Whether cache slots may hold [`WAIT_SLOT`] markers (set by a flush
     /// while tasks wait, cleared once the emptied queue took them back), so
     /// that releases through the lists scan the cache only when they must.

@@ -61,6 +61,8 @@ use crate::sync::{self, Ordering};
 
 #[cfg(feature = "async-alloc")]
 mod allocate;
+#[cfg(all(test, feature = "async-alloc", not(arenabuf_loom)))]
+pub(crate) use blocks::HEAD_WINDOW;
 mod blocks;
 mod builder;
 mod cache;
@@ -168,6 +170,17 @@ impl BuddyArena {
     /// even after merging every pair of free buddies.
     #[inline]
     pub fn allocate(&self, len: NonZeroUsize) -> Result<Buffer, AllocError> {
+        self.allocate_with(len, true)
+    }
+
+    /// [`allocate`](Self::allocate); a failure counts in the metrics only
+    /// with `count_failure` (a wait's first try does not).
+    #[inline]
+    pub(crate) fn allocate_with(
+        &self,
+        len: NonZeroUsize,
+        count_failure: bool,
+    ) -> Result<Buffer, AllocError> {
         let k = self.order_for(len.get())?;
         let arena = self.inner();
         let thread = sync::thread_index();
@@ -180,7 +193,7 @@ impl BuddyArena {
         {
             parked
         } else {
-            arena.allocate_slow(k)?
+            arena.allocate_slow(k, count_failure)?
         };
         arena.allocs.add(thread);
         arena.full.succeeded();
@@ -195,8 +208,9 @@ impl BuddyArena {
     ///
     /// Fails at once with [`AllocError::RequestTooLarge`] if `len` can never
     /// fit. Otherwise resolves when the block is available; waiting tasks
-    /// are served strictly in arrival order (see the module docs for why a
-    /// large waiter at the head is not overtaken by smaller ones).
+    /// are served in arrival order, except that a head waiter whose block
+    /// cannot be carved yet does not hold up those behind it forever (see
+    /// the `allocate` module docs: the head's reserved and open windows).
     /// Cancellation-safe: dropping the future gives up its place, and a block
     /// already handed to it goes to the next waiter or back to the arena.
     #[cfg(feature = "async-alloc")]

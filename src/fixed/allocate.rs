@@ -54,6 +54,10 @@ impl std::future::Future for FixedAllocate<'_> {
         if let crate::wait::WaitState::Start = this.state {
             let handle: &FixedArena = &this.arena;
             let arena = handle.inner();
+            if arena.has_waiters() {
+                // Queue behind them without searching a full bitmap.
+                return this.poll_wait(cx);
+            }
             if let Some((word, bit)) = arena.claim(handle.inner.as_ptr() as usize) {
                 this.state = crate::wait::WaitState::Done;
                 return std::task::Poll::Ready(Buffer::from_lease(
@@ -89,25 +93,29 @@ impl FixedAllocate<'_> {
                 None => Poll::Pending,
             };
         }
+        // Cloned before locking: a waker's clone is user code.
+        let waker = cx.waker().clone();
         let mut queue = sync::lock(&arena.waiters);
-        if queue.is_empty() {
+        let first = queue.is_empty();
+        let node = queue.register(0, waker);
+        this.state = WaitState::Queued(node.clone());
+        // The first waiter sets WAITERS, then serves the queue from what is
+        // free: a slot released before the flag was set is found here.
+        // While the flag is set every release hands over, so no slot can
+        // come free behind a later waiter's back: it need not search.
+        let wake = if first {
             arena.flag_waiters(true);
-        }
-        // Queue first, then serve the queue from whatever is free now: a
-        // slot released before WAITERS was set is found here, and earlier
-        // waiters get it before we do.
-        let node = queue.register(0, cx.waker());
-        let wake = arena.serve_waiters(handle.inner, &mut queue);
+            arena.serve_waiters(handle.inner, &mut queue)
+        } else {
+            Vec::new()
+        };
         drop(queue);
-        let poll = match node.poll(cx.waker()) {
+        let poll = match node.take_grant() {
             Some(lease) => {
                 this.state = WaitState::Done;
                 Poll::Ready(Buffer::from_lease(lease, arena.auto_spill))
             }
-            None => {
-                this.state = WaitState::Queued(node);
-                Poll::Pending
-            }
+            None => Poll::Pending,
         };
         crate::wait::wake_all(wake);
         poll
@@ -128,7 +136,8 @@ impl Drop for FixedAllocate<'_> {
         }
         drop(queue);
         // A grant we never picked up: releasing it hands it to the next
-        // waiter, or back to the arena (outside the lock).
+        // waiter, or back to the arena (outside the lock, as is dropping
+        // our waker).
         drop(cancelled);
     }
 }

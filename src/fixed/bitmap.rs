@@ -187,6 +187,14 @@ impl FixedInner {
         }
     }
 
+    /// Whether tasks wait (then no slot is free: every release hands over,
+    /// and a claim would only search a full bitmap).
+    #[cfg(feature = "async-alloc")]
+    #[inline]
+    pub(super) fn has_waiters(&self) -> bool {
+        self.words[0].0.load(Ordering::Relaxed) & WAITERS != 0
+    }
+
     /// Sets or clears [`WAITERS`] in every word; called under the queue
     /// lock when the queue goes from empty to not, or back.
     #[cfg(feature = "async-alloc")]
@@ -207,13 +215,13 @@ impl FixedInner {
         &self,
         this: NonNull<FixedInner>,
         queue: &mut crate::wait::Waiters,
-    ) -> Vec<std::task::Waker> {
+    ) -> Vec<crate::wait::Wake> {
         let mut wake = Vec::new();
         while let Some((class, _)) = queue.head() {
             let Some((word, bit)) = self.claim(this.as_ptr() as usize) else {
                 break;
             };
-            wake.extend(queue.grant(class, self.lease(this, word, bit)));
+            wake.push(queue.grant(class, self.lease(this, word, bit)));
         }
         if queue.is_empty() {
             self.flag_waiters(false);
@@ -269,16 +277,17 @@ impl FixedLease {
         let arena = self.inner();
         let mut queue = sync::lock(&arena.waiters);
         let Some((class, _)) = queue.head() else {
+            // Nobody waits after all: the flag must go, or the release
+            // would come back here forever.
+            arena.flag_waiters(false);
             return false;
         };
-        let waker = queue.grant(class, arena.lease(self.inner, self.word, self.bit));
+        let wake = queue.grant(class, arena.lease(self.inner, self.word, self.bit));
         if queue.is_empty() {
             arena.flag_waiters(false);
         }
         drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        crate::wait::wake_all(vec![wake]);
         true
     }
 

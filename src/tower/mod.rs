@@ -10,23 +10,54 @@
 //! arena-backed [`Bytes`](bytes::Bytes). The memory of all bodies in flight
 //! is then capped by the arena.
 //!
-//! - **Sizing.** With a `Content-Length` (or an exact `size_hint`) the buffer
-//!   is allocated once, at that size (rounded up by the arena). Without one
-//!   it starts at the first chunk's size and doubles when full, copying what
-//!   it holds once per doubling, so at most about twice the body is copied
-//!   and the result stays contiguous and in the arena.
+//! - **Memory follows the bytes received.** Nothing is allocated before
+//!   the body's first bytes arrive: a client that sends headers only (or
+//!   waits for `100 Continue`) holds no memory, however large its
+//!   `Content-Length`. The first chunks (up to 8 chunks and 128 KiB) are
+//!   kept as the server delivered them; a body that ends within that gets
+//!   one block of exactly its length. A longer body then gets one block:
+//!   its declared length (`Content-Length` or an exact `size_hint`), or,
+//!   without one, about four times what has arrived, moving to a block
+//!   twice as large when full (one copy of what it holds). So a body of
+//!   unknown length holds at most about 8x the bytes it has sent (before
+//!   the arena's rounding to its block sizes), and a declared length is
+//!   reserved only once 128 KiB (or 8 chunks) of it has arrived. Each byte
+//!   is copied once into its block (a body of unknown length also copies
+//!   what it holds each time it outgrows a block, less than the body in
+//!   all, and once more if it ends in a block four or more times its size
+//!   and an exact one is free), and the result is one contiguous block of
+//!   arena memory.
+//! - **Idle bodies lose their memory.** A request that holds memory and
+//!   receives no body frame for `body_timeout` (default 10 s) gives it back
+//!   and is answered `408 Request Timeout` (with `Connection: close` on
+//!   HTTP/1). A request that holds nothing is not timed by the layer.
 //! - **Limit.** A body over `max_body_size` is answered
 //!   `413 Payload Too Large` without reading the rest; a `Content-Length`
-//!   over it is refused before anything is allocated.
-//! - **Backpressure.** When the arena is exhausted the request waits for
-//!   capacity ([`BufferSource::allocate_wait`](crate::BufferSource::allocate_wait):
-//!   fair, first come first served), without reading more of its body. With
-//!   a `wait_timeout`, a request still waiting after it is answered
-//!   `503 Service Unavailable` with `Retry-After`: its memory goes back at
-//!   once, then the rest of its body is read and discarded (up to
-//!   `max_body_size`, holding no memory) so that a client still sending
-//!   reads the 503 on a clean connection rather than a reset; a request with
-//!   `Expect: 100-continue` whose body was not yet asked for sends none.
+//!   over it is refused before anything is read. A body without a declared
+//!   length that outgrows what the arena can hold beside the block it
+//!   already has (a `max_body_size` near the arena's size) is answered 413
+//!   too: send a `Content-Length` for bodies that large.
+//! - **Backpressure, always bounded.** When the arena is exhausted the
+//!   request waits for capacity
+//!   ([`BufferSource::allocate_wait`](crate::BufferSource::allocate_wait):
+//!   fair, first come first served), without reading more of its body, for
+//!   at most `wait_timeout` (default 5 s; there is no unbounded wait, so
+//!   bodies that wait to grow while holding memory cannot wedge the server).
+//!   Then it is answered `503 Service Unavailable` with `Retry-After`: its
+//!   memory goes back at once, then the rest of its body is read and
+//!   discarded (up to `max_body_size`, holding no memory, while the client
+//!   keeps sending within `body_timeout`) so that a client still sending
+//!   reads the 503 on a clean connection rather than a reset.
+//! - **HTTP/2.** A waiting HTTP/2 stream is not backpressure on its client
+//!   alone: the DATA it does not read holds the connection's shared
+//!   flow-control window (hyper's server defaults: 1 MiB per stream, 1 MiB
+//!   per connection), so the other uploads on the connection stall behind
+//!   it. An HTTP/2 request whose client may still be sending therefore
+//!   waits at most `http2_wait_timeout` (default 100 ms), then is answered
+//!   503 and its body drained, which gives the window back: no stream's
+//!   wait delays the others on its connection by more than that. Raising
+//!   hyper's `initial_connection_window_size` above the streams' windows
+//!   makes such stalls rarer, never impossible.
 //! - **Errors.** A body that fails (the client went away, a protocol error)
 //!   or a malformed `Content-Length` is answered `400 Bad Request`; the
 //!   inner service is not called. In every refusal all memory and the place
@@ -71,8 +102,35 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # With axum
+//!
+//! Put the layer on the router with `Router::layer(layer)` (it then covers
+//! the routes added before it; unmatched paths collect nothing) and take
+//! the body with `ArenaBytes` (feature `axum`), or with axum's own `Bytes`,
+//! which is the arena block too, without a copy. Two rules:
+//!
+//! - **axum's `DefaultBodyLimit` (2 MB) still applies to axum's `Bytes`,
+//!   `String`, `Json` and `Form` extractors** behind the layer, so bodies
+//!   between 2 MB and `max_body_size` would get a second, different 413.
+//!   Add `.layer(DefaultBodyLimit::disable())` to the router (the layer
+//!   enforces the limit), or use `ArenaBytes`, which ignores it.
+//! - A handler cannot take `Request<ArenaBody>`: axum hands handlers
+//!   `Request<axum::body::Body>` (the error is axum's opaque "Handler not
+//!   implemented"). Take `ArenaBytes` (or `Bytes`) instead.
+//!
+//! Wrapping the whole `Router` (`layer.layer(router)`) also works, but its
+//! response body is then [`ResponseBody`], so `axum::serve` needs it mapped
+//! back (`MapResponse` with `res.map(axum::body::Body::new)`); the
+//! `Router::layer` form needs nothing. A whole server, tested over loopback
+//! with hyper's HTTP/1.1 and HTTP/2 clients, raw TCP and curl, is in
+//! `integrations/axum-upload`; the extractor's docs have a compiled
+//! example.
 
+#[cfg(feature = "axum")]
+mod axum;
 mod body;
+mod collect;
 mod future;
 mod layer;
 mod service;
@@ -82,19 +140,54 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+#[cfg(feature = "axum")]
+pub use axum::{ArenaBytes, ArenaBytesRejection};
 pub use body::{ArenaBody, ResponseBody};
 pub use future::ResponseFuture;
 pub use layer::{ArenaBodyLayer, ArenaBodyLayerBuilder};
 pub use service::ArenaBodyService;
+
+/// How long a request may wait for arena memory by default
+/// ([`ArenaBodyLayerBuilder::wait_timeout`]).
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an HTTP/2 request whose client may still be sending may wait for
+/// arena memory by default ([`ArenaBodyLayerBuilder::http2_wait_timeout`]).
+pub const DEFAULT_HTTP2_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How long a request that holds memory may go without receiving a body
+/// frame by default ([`ArenaBodyLayerBuilder::body_timeout`]).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The checked settings a layer hands each service.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
     /// The largest body accepted; at most the source's `max_len()`.
     pub(crate) limit: usize,
-    pub(crate) wait_timeout: Option<Duration>,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) http2_wait_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     pub(crate) retry_after_secs: u64,
 }
+
+impl Config {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            http2_wait_timeout: DEFAULT_HTTP2_WAIT_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// Put in the request's extensions by the layer (with the `axum` feature),
+/// so that `ArenaBytes` can tell a collected body from one that did not
+/// pass through it.
+#[cfg(feature = "axum")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Collected;
 
 /// Why [`ArenaBodyLayer`] answered a request itself instead of calling the
 /// inner service.
@@ -122,8 +215,9 @@ pub enum BodyRejection {
         /// The layer's `max_body_size`.
         limit: usize,
     },
-    /// No arena capacity came free within the wait timeout. Answered 503
-    /// with `Retry-After`.
+    /// No arena capacity came free within the wait timeout
+    /// (`wait_timeout`, or `http2_wait_timeout` for an HTTP/2 request whose
+    /// client was still sending). Answered 503 with `Retry-After`.
     #[error(
         "no memory for the request body came free within {timeout:?}; the server is busy, retry in {retry_after_secs} s"
     )]
@@ -132,6 +226,28 @@ pub enum BodyRejection {
         timeout: Duration,
         /// The `Retry-After` sent, in seconds.
         retry_after_secs: u64,
+    },
+    /// The request held memory and its client sent nothing for
+    /// `body_timeout`; the memory went back and the rest of the body was
+    /// not read. Answered 408 (with `Connection: close` on HTTP/1).
+    #[error(
+        "the client sent no body data for {timeout:?} while the request held memory; send the body without pauses that long"
+    )]
+    BodyTimeout {
+        /// The layer's `body_timeout`.
+        timeout: Duration,
+    },
+    /// A body without a declared length outgrew its block, and the arena
+    /// cannot hold the larger block beside it (growing copies from one to
+    /// the other). Answered 413.
+    #[error(
+        "request body without a Content-Length grew to {received} bytes, but the arena can grow a body only to {largest} bytes; send a Content-Length, or a smaller body"
+    )]
+    TooLargeToGrow {
+        /// Bytes received when it could not grow.
+        received: usize,
+        /// The most the arena could hold beside the block already held.
+        largest: usize,
     },
     /// The `Content-Length` header is not a decimal number. Answered 400.
     #[error("the Content-Length header is not a valid length; send a decimal byte count")]
@@ -149,8 +265,11 @@ impl BodyRejection {
     /// The status code the layer answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::LengthTooLarge { .. } | Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::LengthTooLarge { .. } | Self::TooLarge { .. } | Self::TooLargeToGrow { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::CapacityTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::InvalidContentLength | Self::Body { .. } => StatusCode::BAD_REQUEST,
         }
     }
@@ -158,7 +277,10 @@ impl BodyRejection {
     /// The short text of the response body.
     fn text(&self) -> &'static str {
         match self {
-            Self::LengthTooLarge { .. } | Self::TooLarge { .. } => "request body too large\n",
+            Self::LengthTooLarge { .. } | Self::TooLarge { .. } | Self::TooLargeToGrow { .. } => {
+                "request body too large\n"
+            }
+            Self::BodyTimeout { .. } => "request body timed out\n",
             Self::CapacityTimeout { .. } => {
                 "server busy: no memory for the request body, retry later\n"
             }

@@ -41,16 +41,15 @@ pub(crate) mod queue;
 mod tests;
 
 pub(crate) use node::Node;
-pub(crate) use queue::Waiters;
-
-use std::task::Waker;
+pub(crate) use queue::{Waiters, Wake};
 
 /// Wakes every waker, even if some of them panic; the first panic is
 /// resumed once all have been called, so no granted waiter is left
 /// sleeping on capacity that is already its own.
-pub(crate) fn wake_all(wakers: Vec<Waker>) {
+pub(crate) fn wake_all(wakes: Vec<Wake>) {
     let mut panic = None;
-    for waker in wakers {
+    for wake in wakes {
+        let Some(waker) = wake.waker else { continue };
         if let Err(payload) =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()))
         {

@@ -25,6 +25,23 @@ use super::node::{Node, Withdrawn};
 use crate::buffer::Lease;
 use crate::sync::Arc;
 
+/// A waiter to wake once every lock is dropped: its waker, and the queue's
+/// reference to its node (whose last reference may go with it, and must not
+/// go under a lock).
+pub(crate) struct Wake {
+    pub(crate) waker: Option<Waker>,
+    pub(crate) _node: Option<Arc<Node>>,
+}
+
+/// What a cancel took out of a node, to be dropped once every lock is
+/// dropped: a grant not picked up (its release hands it on) and a waker
+/// (whose drop is user code).
+#[must_use = "drop it after unlocking"]
+pub(crate) struct Cancelled {
+    _lease: Option<Lease>,
+    _waker: Option<Waker>,
+}
+
 /// Cancelled entries tolerated beyond the live ones before compaction.
 const SLACK: usize = 32;
 
@@ -63,8 +80,9 @@ impl Waiters {
         self.wait_count
     }
 
-    /// Queues a new waiter of size class `class` at the tail.
-    pub(crate) fn register(&mut self, class: usize, waker: &Waker) -> Arc<Node> {
+    /// Queues a new waiter of size class `class` at the tail; `waker` was
+    /// cloned before the lock was taken.
+    pub(crate) fn register(&mut self, class: usize, waker: Waker) -> Arc<Node> {
         if self.classes.len() <= class {
             self.classes.resize_with(class + 1, VecDeque::new);
         }
@@ -91,6 +109,12 @@ impl Waiters {
         self.classes[class].front().map(|n| &**n)
     }
 
+    /// The earliest waiter of `class`, if one waits.
+    pub(crate) fn front_of(&mut self, class: usize) -> Option<&Arc<Node>> {
+        self.skip_dead(class);
+        self.classes[class].front()
+    }
+
     /// The size class of the earliest waiter among classes `0..=max_class`.
     pub(crate) fn first_up_to(&mut self, max_class: usize) -> Option<usize> {
         if self.live == 0 {
@@ -115,8 +139,8 @@ impl Waiters {
     }
 
     /// Gives `lease` to the earliest waiter of `class` (the caller checked
-    /// there is one) and returns its waker, to be called after unlocking.
-    pub(crate) fn grant(&mut self, class: usize, lease: Lease) -> Option<Waker> {
+    /// there is one). The returned [`Wake`] is to be woken after unlocking.
+    pub(crate) fn grant(&mut self, class: usize, lease: Lease) -> Wake {
         self.skip_dead(class);
         let node = self.classes[class]
             .pop_front()
@@ -124,14 +148,18 @@ impl Waiters {
         self.live -= 1;
         let waker = node.grant(lease);
         self.shrink(class);
-        waker
+        Wake {
+            waker,
+            _node: Some(node),
+        }
     }
 
-    /// Withdraws `node`, whose future is being dropped. Returns a grant it
-    /// had not picked up: the caller releases it after unlocking, which
-    /// hands it on.
-    pub(crate) fn cancel(&mut self, node: &Node) -> Option<Lease> {
-        match node.withdraw() {
+    /// Withdraws `node`, whose future is being dropped. The returned
+    /// [`Cancelled`] (a grant not picked up, the node's waker) is to be
+    /// dropped after unlocking: releasing the grant hands it on.
+    pub(crate) fn cancel(&mut self, node: &Node) -> Cancelled {
+        let (found, waker) = node.withdraw();
+        let lease = match found {
             Withdrawn::Waiting => {
                 self.live -= 1;
                 self.dead += 1;
@@ -145,6 +173,10 @@ impl Waiters {
             }
             Withdrawn::Granted(lease) => Some(lease),
             Withdrawn::Gone => None,
+        };
+        Cancelled {
+            _lease: lease,
+            _waker: waker,
         }
     }
 

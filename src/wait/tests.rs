@@ -113,3 +113,236 @@ fn buddy_grant_is_picked_up_without_the_queue_lock() {
     pick_up_while_locked(arena.lock_queue(), waiter);
     assert_eq!(arena.metrics().live_bytes, 0);
 }
+
+// ---------------------------------------------------------------------------
+// The buddy arena's stuck head, on a frozen clock
+// ---------------------------------------------------------------------------
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Wake;
+
+use crate::buddy::HEAD_WINDOW;
+use crate::sync::advance_clock;
+
+/// A waker that records whether it was woken.
+#[derive(Default)]
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn flag() -> (Arc<Flag>, Waker) {
+    let f = Arc::new(Flag::default());
+    (f.clone(), Waker::from(f))
+}
+
+fn poll_with<F: Future>(fut: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(waker))
+}
+
+fn assert_buddy_all_free(arena: &BuddyArena) {
+    let m = arena.metrics();
+    assert_eq!((m.live_bytes, m.waiting_tasks), (0, 0), "{m:?}");
+    assert_eq!(m.largest_free_block, arena.total_size(), "{m:?}");
+}
+
+/// While the head's window is reserved, a waiter behind it gets only the
+/// memory that was free when the head got stuck; what is released goes
+/// to the head. The waiter that fits is woken to tick, and is served when
+/// the window opens: it cannot be held longer than that.
+#[test]
+fn buddy_reserved_window_keeps_releases_for_the_head() {
+    advance_clock(Duration::ZERO);
+    let arena = BuddyArena::builder(nz(4096), nz(1024)).build().unwrap();
+    let half = arena.allocate(nz(2048)).expect("half");
+    let quarter = arena.allocate(nz(1024)).expect("a quarter");
+    let (large_flag, large_waker) = flag();
+    let mut large = Box::pin(arena.allocate_async(nz(4096)));
+    assert!(poll_with(large.as_mut(), &large_waker).is_pending());
+    let mut first = Box::pin(arena.allocate_async(nz(1024)));
+    let Poll::Ready(Ok(first_buf)) = poll(first.as_mut()) else {
+        panic!("the 1 KiB free when the head got stuck serves a waiter behind it");
+    };
+    let (small_flag, small_waker) = flag();
+    let mut small = Box::pin(arena.allocate_async(nz(1024)));
+    assert!(poll_with(small.as_mut(), &small_waker).is_pending());
+    assert!(
+        !small_flag.0.load(Ordering::SeqCst),
+        "nothing free: no tick"
+    );
+    assert_eq!(
+        arena.allocate(nz(1024)).unwrap_err(),
+        crate::AllocError::ArenaFull,
+        "sync allocate never takes memory a waiter is owed"
+    );
+    drop(quarter);
+    assert!(
+        small_flag.0.load(Ordering::SeqCst),
+        "it fits: woken to tick"
+    );
+    assert!(
+        poll_with(small.as_mut(), &small_waker).is_pending(),
+        "in the reserved window a released block is the head's"
+    );
+    drop(first_buf);
+    drop(half);
+    assert!(large_flag.0.load(Ordering::SeqCst));
+    let Poll::Ready(Ok(big)) = poll(large.as_mut()) else {
+        panic!("the large waiter was granted the whole arena");
+    };
+    assert!(poll_with(small.as_mut(), &small_waker).is_pending());
+    drop(big);
+    assert!(matches!(poll(small.as_mut()), Poll::Ready(Ok(_))));
+    assert_buddy_all_free(&arena);
+}
+
+/// The attack that wedged the allowance-only rule: the allowance is spent
+/// by ordinary traffic, then a holder whose block the head needs waits
+/// behind it for a block that sits free. When the reserved window lapses
+/// it is served, it lets go, and the head follows.
+#[test]
+fn buddy_holder_behind_head_is_served_when_the_window_opens() {
+    advance_clock(Duration::ZERO);
+    let arena = BuddyArena::builder(nz(128), nz(16)).build().unwrap();
+    let a = arena.allocate(nz(16)).unwrap(); // its owner lets go once `c` is served
+    let (head_flag, head_waker) = flag();
+    let mut head = Box::pin(arena.allocate_async(nz(128)));
+    assert!(poll_with(head.as_mut(), &head_waker).is_pending());
+    for _ in 0..7 {
+        // Ordinary traffic spends the allowance (112 B).
+        let mut x = Box::pin(arena.allocate_async(nz(16)));
+        let Poll::Ready(Ok(b)) = poll(x.as_mut()) else {
+            panic!("within the allowance");
+        };
+        drop(b);
+    }
+    let (c_flag, c_waker) = flag();
+    let mut c = Box::pin(arena.allocate_async(nz(16)));
+    assert!(poll_with(c.as_mut(), &c_waker).is_pending());
+    assert!(c_flag.0.load(Ordering::SeqCst), "woken to tick");
+    advance_clock(HEAD_WINDOW);
+    let Poll::Ready(Ok(c_buf)) = poll_with(c.as_mut(), &c_waker) else {
+        panic!("the window opened: the holder's request is served");
+    };
+    drop(a);
+    drop(c_buf);
+    assert!(head_flag.0.load(Ordering::SeqCst));
+    assert!(matches!(poll(head.as_mut()), Poll::Ready(Ok(_))));
+    assert_buddy_all_free(&arena);
+}
+
+/// Reserved windows grow (2, 4, 8 ... ms, up to 64) between open ones of
+/// one window each.
+#[test]
+fn buddy_head_windows_alternate_and_grow() {
+    advance_clock(Duration::ZERO);
+    let arena = BuddyArena::builder(nz(64), nz(16)).build().unwrap();
+    let held = arena.allocate(nz(16)).unwrap();
+    let mut head = Box::pin(arena.allocate_async(nz(64)));
+    assert!(poll(head.as_mut()).is_pending());
+    let mut spend = Box::pin(arena.allocate_async(nz(32)));
+    let Poll::Ready(Ok(spent)) = poll(spend.as_mut()) else {
+        panic!("allowance");
+    };
+    let mut more = Box::pin(arena.allocate_async(nz(16)));
+    let Poll::Ready(Ok(more_buf)) = poll(more.as_mut()) else {
+        panic!("allowance");
+    };
+    drop(spent); // 32 B free, reserved for the head
+    let w = HEAD_WINDOW;
+    // (time from the head getting stuck, whether a 16 B waiter is served)
+    let mut probe = |at: Duration| {
+        let mut f = Box::pin(arena.allocate_async(nz(16)));
+        match poll(f.as_mut()) {
+            Poll::Ready(Ok(buf)) => {
+                drop(buf);
+                let _ = at;
+                true
+            }
+            Poll::Ready(Err(e)) => panic!("{e}"),
+            Poll::Pending => false,
+        }
+    };
+    let mut t = Duration::ZERO;
+    let mut expect = |to: Duration, served: bool, probe: &mut dyn FnMut(Duration) -> bool| {
+        advance_clock(to - t);
+        t = to;
+        assert_eq!(probe(t), served, "at {t:?}");
+    };
+    expect(w / 2, false, &mut probe); // reserved: 0..w
+    expect(w + w / 2, true, &mut probe); // open: w..2w
+    expect(2 * w + w, false, &mut probe); // reserved: 2w..4w
+    expect(4 * w + w / 2, true, &mut probe); // open: 4w..5w
+    expect(5 * w + 7 * w, false, &mut probe); // reserved: 5w..9w
+    drop((held, more_buf));
+    assert!(matches!(poll(head.as_mut()), Poll::Ready(Ok(_))));
+}
+
+/// Cancelling a stuck head serves the next waiter at once.
+#[test]
+fn buddy_cancelled_head_is_skipped() {
+    advance_clock(Duration::ZERO);
+    let arena = BuddyArena::builder(nz(1024), nz(256)).build().unwrap();
+    let holder = arena.allocate(nz(512)).expect("half");
+    let quarter = arena.allocate(nz(256)).expect("a quarter");
+    let mut a = Box::pin(arena.allocate_async(nz(1024)));
+    let (b_flag, b_waker) = flag();
+    let mut b = Box::pin(arena.allocate_async(nz(512)));
+    assert!(poll(a.as_mut()).is_pending());
+    assert!(poll_with(b.as_mut(), &b_waker).is_pending());
+    drop(quarter);
+    assert!(
+        poll_with(b.as_mut(), &b_waker).is_pending(),
+        "reserved for A"
+    );
+    drop(a);
+    assert!(
+        b_flag.0.load(Ordering::SeqCst),
+        "cancelling the head serves B"
+    );
+    assert!(matches!(poll(b.as_mut()), Poll::Ready(Ok(_))));
+    drop(holder);
+    assert_buddy_all_free(&arena);
+}
+
+/// A waker that panics when woken.
+struct Panicking;
+
+impl Wake for Panicking {
+    fn wake(self: Arc<Self>) {
+        panic!("this waker panics");
+    }
+}
+
+/// A future dropped with a grant it never picked up hands it on: two
+/// waiters behind it are served at once, and the first one's waker panics.
+/// The second is still woken and served.
+#[test]
+fn buddy_panicking_waker_on_the_cancel_path() {
+    let arena = BuddyArena::builder(nz(64), nz(16)).build().unwrap();
+    let x = arena.allocate(nz(32)).expect("half");
+    let y = arena.allocate(nz(32)).expect("half");
+    let mut h = Box::pin(arena.allocate_async(nz(32)));
+    assert!(poll(h.as_mut()).is_pending());
+    let panicking = Waker::from(Arc::new(Panicking));
+    let mut a = Box::pin(arena.allocate_async(nz(16)));
+    assert!(poll_with(a.as_mut(), &panicking).is_pending());
+    let (b_flag, b_waker) = flag();
+    let mut b = Box::pin(arena.allocate_async(nz(16)));
+    assert!(poll_with(b.as_mut(), &b_waker).is_pending());
+    drop(x); // granted to `h`, never picked up
+    let cancelled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(h)));
+    assert!(cancelled.is_err(), "the waker's panic propagates");
+    assert!(
+        b_flag.0.load(Ordering::SeqCst),
+        "the second grant is woken too"
+    );
+    assert!(matches!(poll(a.as_mut()), Poll::Ready(Ok(_))));
+    assert!(matches!(poll(b.as_mut()), Poll::Ready(Ok(_))));
+    drop(y);
+    assert_buddy_all_free(&arena);
+}

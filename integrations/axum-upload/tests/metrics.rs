@@ -111,7 +111,9 @@ async fn metrics_show_live_bytes_waiting_uploads_and_counters() {
         arena_size,
         min_block: 4096,
         max_body_size: arena_size,
-        wait_timeout: None,
+        // Upload B waits while we scrape: far longer than the test takes.
+        wait_timeout: Duration::from_secs(600),
+        ..Config::default()
     })
     .await;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -124,8 +126,9 @@ async fn metrics_show_live_bytes_waiting_uploads_and_counters() {
     assert_eq!(get(&samples, "arenabuf_allocations_total"), 0);
     assert_eq!(samples.len(), 7, "{samples:?}");
 
-    // Upload A announces the whole arena and sends its body slowly: the
-    // layer allocates the block from `Content-Length` and holds it.
+    // Upload A announces the whole arena and sends its body slowly: once
+    // more than the layer stages (128 KiB) has arrived, it allocates the
+    // block from `Content-Length` and holds it.
     let (tx, rx) = mpsc::unbounded::<Result<Frame<Bytes>, Infallible>>();
     let a = tokio::spawn(upload(
         &client,
@@ -133,7 +136,8 @@ async fn metrics_show_live_bytes_waiting_uploads_and_counters() {
         arena_size,
         StreamBody::new(rx).boxed(),
     ));
-    tx.unbounded_send(Ok(Frame::data(Bytes::from(vec![1u8; 1000]))))
+    const FIRST: usize = 130 << 10;
+    tx.unbounded_send(Ok(Frame::data(Bytes::from(vec![1u8; FIRST]))))
         .unwrap();
     scrape_until(&client, addr, |s| {
         get(s, "arenabuf_live_bytes") == arena_size as u64
@@ -152,7 +156,7 @@ async fn metrics_show_live_bytes_waiting_uploads_and_counters() {
     assert_eq!(get(&samples, "arenabuf_live_bytes"), arena_size as u64);
 
     // A's body completes: A is answered, its block goes to B, B is answered.
-    tx.unbounded_send(Ok(Frame::data(Bytes::from(vec![1u8; arena_size - 1000]))))
+    tx.unbounded_send(Ok(Frame::data(Bytes::from(vec![1u8; arena_size - FIRST]))))
         .unwrap();
     drop(tx);
     let (status, text) = tokio::time::timeout(HANG_GUARD, a).await.unwrap().unwrap();

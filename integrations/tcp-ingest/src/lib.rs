@@ -11,9 +11,10 @@
 //!   TCP window closes and memory stays under the cap whatever the load.
 //! - [`Mode::Codec`]: tokio_util's `FramedRead` with arenabuf's drop-in
 //!   `ArenaLengthDelimitedCodec`, each frame copied once into an arena block
-//!   of its size. A decoder cannot wait, so a full arena fails the
-//!   connection; size the arena for the frames that can be in flight
-//!   (see [`codec_arena_bound`]).
+//!   of its size. A decoder cannot wait, so the arena is sized for every
+//!   frame that can be in flight ([`codec_budget`], arenabuf's
+//!   `FrameBudget`) and the codec fails the connection rather than spill
+//!   (`OnFull::Error`), which the sizing rule makes never happen.
 //!
 //! Every frame goes to one bounded queue, drained by the consumer (the
 //! caller; in the binary a deliberately slow one). A full queue stops the
@@ -28,7 +29,7 @@ use std::io;
 use std::num::NonZeroUsize;
 
 use arenabuf::BufferSource;
-use arenabuf::codec::{ArenaLengthDelimitedCodec, LengthDelimited};
+use arenabuf::codec::{ArenaLengthDelimitedCodec, FrameBudget, LengthDelimited, OnFull};
 use arenabuf::io::{ArenaReader, Framing};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
@@ -44,20 +45,21 @@ pub enum Mode {
         /// Bytes read per chunk.
         chunk_size: NonZeroUsize,
     },
-    /// `FramedRead` + `ArenaLengthDelimitedCodec`: one copy per frame, fails
-    /// when the arena is full.
+    /// `FramedRead` + `ArenaLengthDelimitedCodec`: one copy per frame; the
+    /// arena must be sized by [`codec_budget`] (a full arena fails the
+    /// connection).
     Codec,
 }
 
 /// The largest frame payload accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
 
-/// The bytes of arena the codec mode needs so that it never finds the arena
-/// full: every frame that can be alive at once (the queue's, one per
-/// connection being queued, one being decoded per connection, and the
-/// consumer's) at the largest size.
-pub fn codec_arena_bound(connections: usize, queue: usize, max_frame: usize) -> usize {
-    (queue + 2 * connections + 1) * max_frame
+/// The arena the codec mode needs so that it never finds the arena full:
+/// one frame being decoded per connection, and the frames the application
+/// holds (the queue's, one per connection waiting to queue its frame, and
+/// the consumer's), at the largest size.
+pub fn codec_budget(connections: usize, queue: usize, max_frame: usize) -> FrameBudget {
+    FrameBudget::new(connections, queue + connections + 1, max_frame)
 }
 
 /// Accepts connections on `listener` and reads each one's frames into
@@ -115,11 +117,12 @@ pub async fn read_connection<S: BufferSource>(
             }
         }
         Mode::Codec => {
-            let codec: ArenaLengthDelimitedCodec<S> = LengthDelimited::builder()
-                .max_frame_length(MAX_FRAME)
-                .new_codec(source)
-                .map_err(io::Error::other)?;
-            let mut frames = FramedRead::new(stream, codec);
+            let mut frames: FramedRead<_, ArenaLengthDelimitedCodec<S>> =
+                LengthDelimited::builder()
+                    .max_frame_length(MAX_FRAME)
+                    .on_full(OnFull::Error)
+                    .new_read(stream, source)
+                    .map_err(io::Error::other)?;
             while let Some(frame) = frames.next().await {
                 if queue.send(frame?).await.is_err() {
                     break;

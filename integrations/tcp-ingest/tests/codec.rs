@@ -1,5 +1,6 @@
 //! Codec mode (`FramedRead` + `ArenaLengthDelimitedCodec`): 100 connections
-//! and a slow consumer, with the arena sized by `codec_arena_bound`. The
+//! and a slow consumer, with the arena sized by `codec_budget` (arenabuf's
+//! `FrameBudget`). The
 //! decoder never finds the arena full, every frame arrives intact and in
 //! order, and all memory comes back.
 
@@ -8,7 +9,7 @@ mod common;
 use std::num::NonZeroUsize;
 
 use arenabuf::BuddyArena;
-use tcp_ingest::{Mode, codec_arena_bound};
+use tcp_ingest::{Mode, codec_budget};
 
 #[global_allocator]
 static HEAP: common::PeakHeap = common::PeakHeap;
@@ -18,10 +19,12 @@ async fn many_connections_and_a_slow_consumer_stay_under_the_cap() {
     let nz = |n| NonZeroUsize::new(n).unwrap();
     // Frames are at most 8 KiB (`frame_len`), a power of two, so the buddy
     // arena's rounding adds nothing to the largest frame.
-    let need = codec_arena_bound(common::CONNECTIONS as usize, common::QUEUE, 8192);
-    let arena = BuddyArena::builder(nz(need.next_power_of_two()), nz(256))
+    let budget = codec_budget(common::CONNECTIONS as usize, common::QUEUE, 8192);
+    let arena = BuddyArena::builder(nz(budget.buddy_total_size(256)), nz(256))
         .build()
         .unwrap();
+    budget.check_buddy(&arena).unwrap();
+    let need = budget.frames() * 8192;
     let watched = arena.clone();
     let out = common::run(arena.clone(), Mode::Codec, move || {
         watched.metrics().live_bytes

@@ -40,7 +40,8 @@ const ASYNC: &str = "cargo bench --bench async_alloc --features async-alloc -- -
 /// `cargo bench` for the tokio I/O groups.
 const IO: &str = "cargo bench --bench io --features io -- --noplot";
 /// `cargo bench` for the tower layer groups.
-const HTTP: &str = "cargo bench --bench http_body --features tower -- --noplot";
+const HTTP: &str =
+    "cargo bench --bench http_body --bench http_body_allocs --features tower -- --noplot";
 
 /// The commands that produce every result, in order, then the report itself.
 pub const REGENERATE: &[&str] = &[
@@ -509,6 +510,32 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         issue: 5,
+        group: "http_body",
+        ours: "arena_layer",
+        baseline: "collect_limit",
+        params: Params::All,
+        bound: Bound::AllocsAtMost(1.0),
+    },
+    // Issue 12: the layer allocates lazily and never re-copies on every
+    // doubling; 4 KiB pays one copy the baseline does not.
+    Target {
+        issue: 12,
+        group: "http_body",
+        ours: "arena_layer",
+        baseline: "collect_limit",
+        params: Params::Prefix(&["64KiB/", "1MiB/"]),
+        bound: Bound::ThroughputRatioAtLeast(1.0),
+    },
+    Target {
+        issue: 12,
+        group: "http_body",
+        ours: "arena_layer",
+        baseline: "collect_limit",
+        params: Params::Prefix(&["4KiB/"]),
+        bound: Bound::ThroughputRatioAtLeast(0.8),
+    },
+    Target {
+        issue: 12,
         group: "http_body",
         ours: "arena_layer",
         baseline: "collect_limit",
