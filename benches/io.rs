@@ -172,8 +172,7 @@ fn run(rt: &Runtime, imp: Imp, hold: bool, wire: &Bytes, arenas: &Arenas) -> (u6
                 consume(FramedRead::new(reader, LengthDelimitedCodec::new()), hold).await
             }
             Imp::ArenaReader => {
-                let frames = ArenaReader::new(reader, arenas.fixed.clone())
-                    .frames(Framing::length_delimited(LengthDelimited::default()));
+                let frames = Frames::length_delimited(reader, arenas.fixed.clone()).unwrap();
                 consume(frames, hold).await
             }
             Imp::ArenaCodec => {

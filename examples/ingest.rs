@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arenabuf::codec::LengthDelimited;
-use arenabuf::io::{ArenaReader, Framing};
+use arenabuf::io::Frames;
 use arenabuf::{BuddyArena, BufferSource, FixedArena};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
@@ -178,13 +178,13 @@ async fn serve<S: BufferSource>(
     queue: tokio::sync::mpsc::Sender<Bytes>,
     totals: Arc<Totals>,
 ) -> std::io::Result<()> {
-    let layout = LengthDelimited::builder()
-        .max_frame_length(max_frame)
-        .layout()
+    let mut frames = Frames::builder(source)
+        .chunk_size(chunk)
+        .length_delimited_with(
+            stream,
+            LengthDelimited::builder().max_frame_length(max_frame),
+        )
         .map_err(std::io::Error::other)?;
-    let mut frames = ArenaReader::new(stream, source)
-        .with_chunk_size(chunk)
-        .frames(Framing::length_delimited(layout));
     while let Some(frame) = frames.next().await {
         let frame = frame?;
         totals.recv_frames.fetch_add(1, Ordering::Relaxed);

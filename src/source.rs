@@ -53,6 +53,14 @@ pub trait BufferSource: Clone + Send + Sync + 'static {
     /// (fairly, and cancellation-safe) until it can be served.
     fn allocate_wait(&self, len: NonZeroUsize) -> Self::Wait;
 
+    /// How many bytes a request of `len` bytes takes from this source (the
+    /// buffer's capacity): a whole slot on a [`FixedArena`], the block's
+    /// power of two on a [`BuddyArena`]. Readers use it to decide where a
+    /// frame they copy is cheapest to keep; the default says `len`.
+    fn allocation_size(&self, len: NonZeroUsize) -> usize {
+        len.get()
+    }
+
     /// Notes that a caller fell back to heap memory because this source was
     /// full (for its metrics); does nothing by default.
     fn note_spill(&self) {}
@@ -75,6 +83,10 @@ impl BufferSource for FixedArena {
             Ok(()) => Ok(FixedAllocate::owned(self.clone())),
             Err(e) => Err(Some(e)),
         })
+    }
+
+    fn allocation_size(&self, _len: NonZeroUsize) -> usize {
+        self.slot_capacity()
     }
 
     fn note_spill(&self) {
@@ -111,6 +123,13 @@ impl BufferSource for BuddyArena {
 
     fn allocate_wait(&self, len: NonZeroUsize) -> BuddyAllocate<'static> {
         BuddyAllocate::owned(self.clone(), len)
+    }
+
+    fn allocation_size(&self, len: NonZeroUsize) -> usize {
+        len.get()
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX)
+            .max(self.min_block_size())
     }
 
     fn note_spill(&self) {

@@ -222,7 +222,8 @@ fn run_frames(
     rt.block_on(async {
         let mut frames = ArenaReader::new(reader, source)
             .with_chunk_size(nz(chunk))
-            .frames(framing);
+            .frames(framing)
+            .unwrap();
         let mut out = Vec::new();
         while let Some(f) = frames.next().await {
             match f {

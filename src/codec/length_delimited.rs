@@ -49,6 +49,14 @@ impl LengthDelimited {
         (self.offset + self.field_len).max(self.num_skip)
     }
 
+    /// The longest payload a header may announce: the maximum frame length
+    /// with the adjustment applied (what the `io` reader checks against its
+    /// source when it is built).
+    #[cfg(feature = "io")]
+    pub(crate) fn max_payload_len(&self) -> usize {
+        self.max_frame_len.saturating_add_signed(self.adjustment)
+    }
+
     /// Reads the header at the start of `src` (at least
     /// [`header_len`](Self::header_len) bytes): how many bytes to skip, and
     /// the frame length after them.

@@ -18,6 +18,8 @@
 //! empty one back and takes another when woken), so idle connections do not
 //! starve busy ones of memory.
 
+mod decode;
+mod error;
 mod frames;
 
 use std::future::Future;
@@ -31,13 +33,15 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, ReadBuf};
 
-pub use frames::{Frames, Framing};
+pub use decode::{Decoded, FrameDecoder, Framing};
+pub use error::{ReaderError, WaitTimeout};
+pub use frames::{CopyBudget, Frames, FramesBuilder, FramesMetrics};
 
 use crate::codec::alloc_error;
 use crate::{AllocError, Buffer, BufferSource};
 
 /// The default chunk size: 64 KiB, a typical socket read.
-const DEFAULT_CHUNK: usize = 64 * 1024;
+pub(crate) const DEFAULT_CHUNK: usize = 64 * 1024;
 
 /// Getting a buffer from a source: at once if one is free, else by waiting.
 /// Keeps the wait future between polls, so a pending wait is resumed (and
@@ -83,7 +87,17 @@ fn poll_read_into<R: AsyncRead>(
     buf: &mut Buffer,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let spare = buf.capacity() - buf.len();
+    poll_read_upto(reader, buf, usize::MAX, cx)
+}
+
+/// [`poll_read_into`], reading at most `max` bytes.
+fn poll_read_upto<R: AsyncRead>(
+    reader: Pin<&mut R>,
+    buf: &mut Buffer,
+    max: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let spare = (buf.capacity() - buf.len()).min(max);
     if spare == 0 {
         return Poll::Ready(Ok(0));
     }
@@ -185,9 +199,20 @@ impl<R: AsyncRead, S: BufferSource> ArenaReader<R, S> {
         &self.source
     }
 
-    /// A stream of frames cut from the chunks read, zero-copy.
-    pub fn frames(self, framing: Framing) -> Frames<R, S> {
-        Frames::new(self.reader, self.source, self.chunk_size, framing)
+    /// A stream of the frames `decoder` finds in the bytes read, with this
+    /// reader's chunk size and otherwise the default configuration
+    /// ([`Frames::builder`] has the options). Small frames are copied into
+    /// memory of their own size as they are cut; see the
+    /// [module docs](crate::io#what-a-held-frame-costs).
+    ///
+    /// # Errors
+    ///
+    /// [`ReaderError::FrameTooLarge`] when the decoder allows frames larger
+    /// than the source can hand out in one buffer.
+    pub fn frames<D: FrameDecoder>(self, decoder: D) -> Result<Frames<R, S, D>, ReaderError> {
+        FramesBuilder::new(self.source)
+            .chunk_size(self.chunk_size)
+            .new_read(self.reader, decoder)
     }
 
     /// The wrapped reader.

@@ -29,7 +29,7 @@ use std::num::NonZeroUsize;
 
 use arenabuf::BufferSource;
 use arenabuf::codec::{ArenaLengthDelimitedCodec, LengthDelimited};
-use arenabuf::io::{ArenaReader, Framing};
+use arenabuf::io::Frames;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -104,9 +104,10 @@ pub async fn read_connection<S: BufferSource>(
     let mut count = 0;
     match mode {
         Mode::Reader { chunk_size } => {
-            let mut frames = ArenaReader::new(stream, source)
-                .with_chunk_size(chunk_size)
-                .frames(Framing::length_delimited(layout));
+            let mut frames = Frames::builder(source)
+                .chunk_size(chunk_size)
+                .new_read(stream, layout)
+                .map_err(io::Error::other)?;
             while let Some(frame) = frames.next().await {
                 if queue.send(frame?).await.is_err() {
                     break;
