@@ -53,6 +53,13 @@ pub trait BufferSource: Clone + Send + Sync + 'static {
     /// (fairly, and cancellation-safe) until it can be served.
     fn allocate_wait(&self, len: NonZeroUsize) -> Self::Wait;
 
+    /// The most memory this source hands out in all, in bytes (an arena's
+    /// size); the default says [`max_len`](Self::max_len). Readers size
+    /// their default copy budget by it.
+    fn capacity(&self) -> usize {
+        self.max_len()
+    }
+
     /// How many bytes a request of `len` bytes takes from this source (the
     /// buffer's capacity): a whole slot on a [`FixedArena`], the block's
     /// power of two on a [`BuddyArena`]. Readers use it to decide where a
@@ -83,6 +90,10 @@ impl BufferSource for FixedArena {
             Ok(()) => Ok(FixedAllocate::owned(self.clone())),
             Err(e) => Err(Some(e)),
         })
+    }
+
+    fn capacity(&self) -> usize {
+        self.slot_count().saturating_mul(self.slot_capacity())
     }
 
     fn allocation_size(&self, _len: NonZeroUsize) -> usize {
@@ -123,6 +134,10 @@ impl BufferSource for BuddyArena {
 
     fn allocate_wait(&self, len: NonZeroUsize) -> BuddyAllocate<'static> {
         BuddyAllocate::owned(self.clone(), len)
+    }
+
+    fn capacity(&self) -> usize {
+        self.total_size()
     }
 
     fn allocation_size(&self, len: NonZeroUsize) -> usize {

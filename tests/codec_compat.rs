@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use arenabuf::codec::{
     ArenaDelimiterCodec, ArenaLengthDelimitedCodec, LengthDelimited, LengthDelimitedBuilder, OnFull,
 };
-use arenabuf::io::{ArenaReader, Framing};
+use arenabuf::io::{ArenaReader, Decoded, FrameDecoder, Framing};
 use arenabuf::{BuddyArena, BuildError, FixedArena};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
@@ -203,6 +203,20 @@ impl AsyncRead for Pieces {
     }
 }
 
+/// A framing without its build-time size check, so that the reader meets
+/// every header tokio_util's decoder does (the check has tests of its own).
+struct Unchecked(Framing);
+
+impl FrameDecoder for Unchecked {
+    fn decode(&mut self, data: &[u8]) -> std::io::Result<Decoded> {
+        self.0.decode(data)
+    }
+
+    fn decode_eof(&mut self, rest: &[u8]) -> std::io::Result<Option<std::ops::Range<usize>>> {
+        self.0.decode_eof(rest)
+    }
+}
+
 /// Runs `ArenaReader::frames` over the wire bytes, read in the given pieces.
 fn run_frames(
     source: BuddyArena,
@@ -222,7 +236,7 @@ fn run_frames(
     rt.block_on(async {
         let mut frames = ArenaReader::new(reader, source)
             .with_chunk_size(nz(chunk))
-            .frames(framing)
+            .frames(Unchecked(framing))
             .unwrap();
         let mut out = Vec::new();
         while let Some(f) = frames.next().await {

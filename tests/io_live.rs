@@ -115,8 +115,15 @@ async fn hold_some<S: InUse>(arena: S, count: usize, keep_every: usize) {
         "{} budget bytes for {held_bytes} held",
         m.copy_budget_in_use
     );
-    assert!(arena.in_use() <= 2 * held_bytes, "the chunk went back at EOF");
-    assert!(held.iter().enumerate().all(|(k, f)| *f == payload(k * keep_every, LEN)));
+    assert!(
+        arena.in_use() <= 2 * held_bytes,
+        "the chunk went back at EOF"
+    );
+    assert!(
+        held.iter()
+            .enumerate()
+            .all(|(k, f)| *f == payload(k * keep_every, LEN))
+    );
     drop(held);
     assert_eq!(arena.in_use(), 0);
     assert_eq!(frames.copy_budget().in_use(), 0);
@@ -164,13 +171,17 @@ async fn zero_copy_opt_out_shows_pinning_in_metrics() {
     assert_eq!(m.copied_frames, 0);
     assert!(m.sliced_chunk_bytes >= m.sliced_bytes);
     // Four held frames (400 bytes) keep whole chunks alive.
-    assert!(arena.metrics().live_bytes >= 4096, "held slices pin their chunks");
+    assert!(
+        arena.metrics().live_bytes >= 4096,
+        "held slices pin their chunks"
+    );
     // detach() moves them into memory of their own size.
-    let detached: Vec<Bytes> = held
-        .drain(..)
-        .map(|f| frames.detach(f).unwrap())
-        .collect();
-    assert!(arena.metrics().live_bytes <= 4 * 128, "{:?}", arena.metrics());
+    let detached: Vec<Bytes> = held.drain(..).map(|f| frames.detach(f).unwrap()).collect();
+    assert!(
+        arena.metrics().live_bytes <= 4 * 128,
+        "{:?}",
+        arena.metrics()
+    );
     assert_eq!(detached[1], payload(500, 100));
 }
 
@@ -261,17 +272,27 @@ async fn frames_of_exactly_the_source_maximum() {
     let (client, server) = pair().await;
     let writer = tokio::spawn(send(client, 50, 16 << 10));
     let frames = Frames::builder(arena.clone())
-        .length_delimited_with(server, LengthDelimited::builder().max_frame_length(16 << 10))
+        .length_delimited_with(
+            server,
+            LengthDelimited::builder().max_frame_length(16 << 10),
+        )
         .unwrap();
     let got: Vec<_> = no_hang(frames.collect()).await;
     writer.await.unwrap();
     assert_eq!(got.len(), 50);
-    assert!(got.iter().enumerate().all(|(i, f)| *f.as_ref().unwrap() == payload(i, 16 << 10)));
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, f)| *f.as_ref().unwrap() == payload(i, 16 << 10))
+    );
 
     // One byte more can never fit: an error when the reader is built.
     let (_, server) = pair().await;
     let e = Frames::builder(arena)
-        .length_delimited_with(server, LengthDelimited::builder().max_frame_length((16 << 10) + 1))
+        .length_delimited_with(
+            server,
+            LengthDelimited::builder().max_frame_length((16 << 10) + 1),
+        )
         .unwrap_err();
     assert_eq!(
         e,
@@ -419,12 +440,20 @@ async fn a_waiting_next_can_be_dropped_and_resumed() {
     assert!(poll_once(&mut frames).await);
     let r = tokio::time::timeout(Duration::from_millis(20), frames.next()).await;
     assert!(r.is_err(), "no memory, no frame");
-    assert_eq!(arena.metrics().waiting_tasks, 1, "the stream keeps its place");
+    assert_eq!(
+        arena.metrics().waiting_tasks,
+        1,
+        "the stream keeps its place"
+    );
     drop(held);
     let got: Vec<_> = no_hang(frames.collect()).await;
     writer.await.unwrap();
     assert_eq!(got.len(), 50);
-    assert!(got.iter().enumerate().all(|(i, f)| *f.as_ref().unwrap() == payload(i, 100)));
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, f)| *f.as_ref().unwrap() == payload(i, 100))
+    );
     assert_eq!(arena.metrics().live_slots, 0);
     assert_eq!(arena.metrics().waiting_tasks, 0);
 }

@@ -522,7 +522,11 @@ async fn reader_length_that_never_fits_is_an_error_not_a_wait() {
             source_max: 256
         }
     );
-    assert!(e.to_string().contains("use slots (or an arena) of at least"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("use slots (or an arena) of at least"),
+        "{e}"
+    );
     // A decoder that does not bound its frames finds out per frame.
     let (_, e) = frames_error(
         arena.clone(),

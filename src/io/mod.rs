@@ -1,10 +1,33 @@
 //! Reading sockets straight into arena memory (feature `io`).
 //!
-//! [`ArenaReader`] wraps any [`AsyncRead`] (a `TcpStream`, a `UnixStream`, a
-//! TLS stream) and a [`BufferSource`], and reads into the spare capacity of
-//! arena [`Buffer`]s: no intermediate `BytesMut`, no extra copy. It is a
-//! [`Stream`] of the chunks read; [`ArenaReader::frames`] turns it into a
-//! stream of frames that are zero-copy slices of those chunks.
+//! [`Frames`] wraps any [`AsyncRead`] (a `TcpStream`, a `UnixStream`, a TLS
+//! stream) and a [`BufferSource`], reads into the spare capacity of arena
+//! [`Buffer`]s (no intermediate `BytesMut`), and yields the frames a
+//! [`FrameDecoder`] finds: length-delimited or lines ([`Framing`]), or a
+//! protocol of your own. The short paths are one line, like tokio_util's
+//! `new_read(io)`:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::num::NonZeroUsize;
+//! use arenabuf::{io::Frames, FixedArena};
+//! use futures::StreamExt;
+//!
+//! let arena = FixedArena::builder(NonZeroUsize::new(256).unwrap(), NonZeroUsize::new(64 * 1024).unwrap())
+//!     .build()?; // 16 MiB cap
+//! # let socket: &[u8] = &[0, 0, 0, 2, b'h', b'i'];
+//! let mut frames = Frames::length_delimited(socket, arena)?; // frames up to 64 KiB
+//! while let Some(frame) = frames.next().await {
+//!     assert_eq!(frame?, "hi");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Frames::builder`] has the options (chunk size, a shared
+//! [`CopyBudget`], [`max_wait`](FramesBuilder::max_wait), the zero-copy
+//! opt-out). [`ArenaReader`] alone is a stream of the raw chunks read.
 //!
 //! # Backpressure
 //!
@@ -12,11 +35,46 @@
 //! ([`BufferSource::allocate_wait`]) and does **not** poll the socket
 //! meanwhile. The kernel's receive buffer fills, the peer's TCP window
 //! closes, and the peer stops sending; memory stays within the arena's cap.
-//! Reading resumes when frames (or chunks) are dropped.
+//! Reading resumes when frames are dropped. (Memory becomes latency: data
+//! waits in the kernel's socket buffers, bounded by `SO_RCVBUF` on our side
+//! and `SO_SNDBUF` on the peer's.)
 //!
-//! A reader whose socket has nothing to read holds no buffer (it gives an
-//! empty one back and takes another when woken), so idle connections do not
-//! starve busy ones of memory.
+//! # What a held frame costs
+//!
+//! The liveness rule: **a frame the application keeps costs about its own
+//! size, never a neighbour's.** In the default (compact) mode:
+//!
+//! - a frame smaller than half its chunk is copied once, as it is cut, into
+//!   memory of its own size: a block of the source where the source fits it
+//!   tightly (a [`BuddyArena`](crate::BuddyArena): at most twice the frame,
+//!   counted against the arena's cap), else the heap, counted against the
+//!   reader's [`CopyBudget`] (a [`FixedArena`](crate::FixedArena), whose
+//!   slots are far larger than such frames);
+//! - a larger frame is a slice of its chunk (it pins at most twice its size)
+//!   or, when it does not fit the chunk, is read straight into a buffer of
+//!   exactly its payload's size;
+//! - a reader holds at most one chunk of its own, and none while it waits
+//!   for memory or while its peer is idle (what it has not framed yet moves
+//!   to the heap, less than a chunk).
+//!
+//! So the memory N connections need is about **N chunks plus the bytes of
+//! the frames the application holds** (up to twice that, for power-of-two
+//! blocks and half-chunk slices); a reader stalls only when the application
+//! holds more than the arena (or the copy budget) can take. With
+//! [`FramesBuilder::zero_copy`] every frame is a slice of its chunk, which
+//! saves the copy but makes a kept frame pin its whole chunk (64 KiB for a
+//! 100-byte frame by default): only for consumers that drop each frame
+//! before asking for the next few, or that [`detach`](Frames::detach) what
+//! they keep. [`Frames::metrics`] shows which frames were sliced, copied or
+//! read straight, and how many chunk bytes the slices came from.
+//!
+//! # Cancellation and bounded waits
+//!
+//! Dropping a `next()` future mid-wait (under `tokio::time::timeout`, in a
+//! losing `select!` branch) is safe: the stream keeps its bytes and its
+//! place in the arena's queue, and the next `next()` resumes where it was.
+//! Dropping the stream gives both back. [`FramesBuilder::max_wait`] makes
+//! the stream itself give up after a while, with a [`WaitTimeout`] error.
 
 mod decode;
 mod error;

@@ -10,10 +10,6 @@ use crate::BufferSource;
 use crate::codec::{LengthDelimited, LengthDelimitedBuilder};
 use crate::io::{DEFAULT_CHUNK, FrameDecoder, Framing, ReaderError};
 
-/// How many chunks' worth of heap copies a reader may keep when no shared
-/// [`CopyBudget`] is given.
-const DEFAULT_BUDGET_CHUNKS: usize = 16;
-
 /// Configures a [`Frames`] reader: chunk size, where frames live, a bounded
 /// wait. From [`Frames::builder`].
 ///
@@ -87,9 +83,10 @@ impl<S: BufferSource> FramesBuilder<S> {
     }
 
     /// Heap copies go to `budget`, shared with whoever else holds it. The
-    /// default is a budget of this reader's own, of 16 chunks (1 MiB with
-    /// 64 KiB chunks): N connections then may keep up to N of those. See
-    /// [`CopyBudget`].
+    /// default is a budget of this reader's own, as large as the source
+    /// ([`BufferSource::capacity`]): one connection may keep as much on the
+    /// heap as the arena holds, N connections N times that. A server should
+    /// share one budget among its connections. See [`CopyBudget`].
     pub fn copy_budget(mut self, budget: CopyBudget) -> Self {
         self.budget = Some(budget);
         self
@@ -123,7 +120,7 @@ impl<S: BufferSource> FramesBuilder<S> {
             .max(1);
         let budget = self
             .budget
-            .unwrap_or_else(|| CopyBudget::new(chunk.saturating_mul(DEFAULT_BUDGET_CHUNKS)));
+            .unwrap_or_else(|| CopyBudget::new(self.source.capacity()));
         let cfg = Config {
             chunk_size: chunk,
             zero_copy: self.zero_copy,
