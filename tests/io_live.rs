@@ -573,3 +573,45 @@ async fn a_custom_decoder_frames_resp() {
     assert!(matches!(e, ReaderError::FrameTooLarge { .. }));
     let _ = Framing::lines(1);
 }
+
+#[tokio::test]
+async fn a_spent_copy_budget_waits_for_held_copies_then_resumes() {
+    let arena = FixedArena::builder(nz(2), nz(4096)).build().unwrap();
+    let budget = CopyBudget::new(300);
+    let (client, server) = pair().await;
+    let writer = tokio::spawn(send(client, 10, 100));
+    let mut frames = Frames::builder(arena.clone())
+        .copy_budget(budget.clone())
+        .length_delimited(server)
+        .unwrap();
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(no_hang(frames.next()).await.unwrap().unwrap());
+        assert_eq!(held[i], payload(i, 100));
+    }
+    assert_eq!(budget.in_use(), 300);
+    // The fourth copy has no room: the reader waits, pinning no slot.
+    while !poll_once(&mut frames).await {}
+    assert_eq!(
+        arena.metrics().live_slots,
+        0,
+        "a waiting reader holds no chunk"
+    );
+    assert!(frames.metrics().waits >= 1);
+    drop(held);
+    let rest: Vec<_> = no_hang(async {
+        let mut rest = Vec::new();
+        while let Some(f) = frames.next().await {
+            rest.push(f.unwrap()); // dropped below, two at a time at most
+            if rest.len() == 2 {
+                rest.clear();
+            }
+        }
+        rest
+    })
+    .await;
+    drop(rest);
+    writer.await.unwrap();
+    assert_eq!(frames.metrics().frames, 10);
+    assert_eq!(budget.in_use(), 0);
+}

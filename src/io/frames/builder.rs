@@ -10,6 +10,10 @@ use crate::BufferSource;
 use crate::codec::{LengthDelimited, LengthDelimitedBuilder};
 use crate::io::{DEFAULT_CHUNK, FrameDecoder, Framing, ReaderError};
 
+/// The default copy budget is at least this many chunks, however small the
+/// source.
+const MIN_BUDGET_CHUNKS: usize = 16;
+
 /// Configures a [`Frames`] reader: chunk size, where frames live, a bounded
 /// wait. From [`Frames::builder`].
 ///
@@ -84,7 +88,8 @@ impl<S: BufferSource> FramesBuilder<S> {
 
     /// Heap copies go to `budget`, shared with whoever else holds it. The
     /// default is a budget of this reader's own, as large as the source
-    /// ([`BufferSource::capacity`]): one connection may keep as much on the
+    /// ([`BufferSource::capacity`]) and at least 16 chunks (1 MiB with
+    /// 64 KiB chunks): one connection may keep as much on the
     /// heap as the arena holds, N connections N times that. A server should
     /// share one budget among its connections. See [`CopyBudget`].
     pub fn copy_budget(mut self, budget: CopyBudget) -> Self {
@@ -118,9 +123,13 @@ impl<S: BufferSource> FramesBuilder<S> {
             .map_or(DEFAULT_CHUNK, NonZeroUsize::get)
             .min(source_max)
             .max(1);
-        let budget = self
-            .budget
-            .unwrap_or_else(|| CopyBudget::new(self.source.capacity()));
+        let budget = self.budget.unwrap_or_else(|| {
+            CopyBudget::new(
+                self.source
+                    .capacity()
+                    .max(chunk.saturating_mul(MIN_BUDGET_CHUNKS)),
+            )
+        });
         let cfg = Config {
             chunk_size: chunk,
             zero_copy: self.zero_copy,
