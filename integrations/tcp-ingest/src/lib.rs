@@ -90,23 +90,22 @@ pub async fn serve<S: BufferSource>(
 /// # Errors
 ///
 /// The socket's errors, and `InvalidData` for a frame over [`MAX_FRAME`]
-/// (or, in codec mode, `OutOfMemory` when the arena is full).
+/// (or, in codec mode, `OutOfMemory` when the arena is full). In reader
+/// mode, frames are at most [`MAX_FRAME`] or the source's `max_len`,
+/// whichever is smaller (a frame must fit one buffer of the source).
 pub async fn read_connection<S: BufferSource>(
     stream: TcpStream,
     source: S,
     mode: Mode,
     queue: mpsc::Sender<Bytes>,
 ) -> io::Result<u64> {
-    let layout = LengthDelimited::builder()
-        .max_frame_length(MAX_FRAME)
-        .layout()
-        .map_err(io::Error::other)?;
     let mut count = 0;
     match mode {
         Mode::Reader { chunk_size } => {
+            let max = MAX_FRAME.min(source.max_len());
             let mut frames = Frames::builder(source)
                 .chunk_size(chunk_size)
-                .new_read(stream, layout)
+                .length_delimited_with(stream, LengthDelimited::builder().max_frame_length(max))
                 .map_err(io::Error::other)?;
             while let Some(frame) = frames.next().await {
                 if queue.send(frame?).await.is_err() {
