@@ -185,7 +185,7 @@ pin_project! {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::num::NonZeroUsize;
-    /// use arenabuf::{codec::LengthDelimited, io::{ArenaReader, Framing}, FixedArena};
+    /// use arenabuf::{io::{ArenaReader, Framing}, FixedArena};
     /// use bytes::Bytes;
     /// use futures::{SinkExt, StreamExt};
     /// use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
@@ -198,15 +198,17 @@ pin_project! {
     /// tx.send(Bytes::from_static(b"two")).await?;
     /// drop(tx);
     ///
-    /// let framing = Framing::length_delimited(LengthDelimited::default());
+    /// // Frames up to 4 KiB (a slot): the layout must fit the source.
+    /// let layout = arenabuf::codec::LengthDelimited::builder().max_frame_length(4096).layout()?;
     /// let frames: Vec<_> = ArenaReader::new(server, arena.clone())
-    ///     .frames(framing)
+    ///     .frames(Framing::length_delimited(layout))?
     ///     .collect()
     ///     .await;
     /// assert_eq!(frames.len(), 2);
     /// assert_eq!(frames[0].as_ref().unwrap(), "one");
     /// assert_eq!(frames[1].as_ref().unwrap(), "two");
-    /// assert_eq!(arena.metrics().live_slots, 1); // both share one chunk
+    /// // Small frames were copied out of the chunk: they hold no slot.
+    /// assert_eq!(arena.metrics().live_slots, 0);
     /// # Ok(())
     /// # }
     /// ```
