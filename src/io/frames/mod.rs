@@ -21,6 +21,8 @@
 
 mod builder;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::num::NonZeroUsize;
@@ -513,7 +515,11 @@ impl<R: AsyncRead, S: BufferSource, D: FrameDecoder> State<'_, R, S, D> {
             if self.buf.is_none() {
                 match self.end.take() {
                     Some(End::Error(e)) => return Poll::Ready(Some(Err(e))),
-                    Some(End::Eof) => return Poll::Ready(self.at_eof()),
+                    Some(End::Eof) => {
+                        // The input stays ended: the next poll finds nothing.
+                        *self.end = Some(End::Eof);
+                        return Poll::Ready(self.at_eof());
+                    }
                     None => {}
                 }
             }
