@@ -627,7 +627,13 @@ impl<R: AsyncRead, S: BufferSource, D: FrameDecoder> State<'_, R, S, D> {
         if self.cfg.zero_copy || len.saturating_mul(2) >= *self.ready_cap {
             if !*self.chunk_counted {
                 *self.chunk_counted = true;
-                self.stats.sliced_chunk_bytes += *self.ready_cap as u64;
+                // A parked (heap) copy counts what it holds.
+                let cap = if *self.ready_cap == usize::MAX {
+                    self.ready.len()
+                } else {
+                    *self.ready_cap
+                };
+                self.stats.sliced_chunk_bytes += cap as u64;
             }
             self.stats.sliced_frames += 1;
             self.stats.sliced_bytes += len as u64;
