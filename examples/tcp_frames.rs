@@ -16,8 +16,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use arenabuf::FixedArena;
-use arenabuf::codec::LengthDelimited;
-use arenabuf::io::{ArenaReader, Framing};
+use arenabuf::io::Frames;
 use bytes::Bytes;
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
@@ -93,8 +92,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // The server.
     let (socket, _) = listener.accept().await?;
-    let mut frames = ArenaReader::new(socket, arena.clone())
-        .frames(Framing::length_delimited(LengthDelimited::default()));
+    let mut frames = Frames::length_delimited(socket, arena.clone()).unwrap();
     let mut held = std::collections::VecDeque::with_capacity(args.hold + 1);
     let (mut count, mut bytes, mut peak, mut bad) = (0u64, 0u64, 0usize, 0u64);
     let start = Instant::now();

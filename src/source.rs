@@ -82,6 +82,21 @@ pub trait BufferSource: Clone + Send + Sync + 'static {
     /// (fairly, and cancellation-safe) until it can be served.
     fn allocate_wait(&self, len: NonZeroUsize) -> Self::Wait;
 
+    /// The most memory this source hands out in all, in bytes (an arena's
+    /// size); the default says [`max_len`](Self::max_len). Readers size
+    /// their default copy budget by it.
+    fn capacity(&self) -> usize {
+        self.max_len()
+    }
+
+    /// How many bytes a request of `len` bytes takes from this source (the
+    /// buffer's capacity): a whole slot on a [`FixedArena`], the block's
+    /// power of two on a [`BuddyArena`]. Readers use it to decide where a
+    /// frame they copy is cheapest to keep; the default says `len`.
+    fn allocation_size(&self, len: NonZeroUsize) -> usize {
+        len.get()
+    }
+
     /// Notes that a caller fell back to heap memory because this source was
     /// full (for its metrics); does nothing by default.
     fn note_spill(&self) {}
@@ -112,6 +127,14 @@ impl BufferSource for FixedArena {
             },
             timer: WaitTimer::new("fixed", len.get()),
         }
+    }
+
+    fn capacity(&self) -> usize {
+        self.slot_count().saturating_mul(self.slot_capacity())
+    }
+
+    fn allocation_size(&self, _len: NonZeroUsize) -> usize {
+        self.slot_capacity()
     }
 
     fn note_spill(&self) {
@@ -175,6 +198,17 @@ impl BufferSource for BuddyArena {
             wait: BuddyAllocate::owned(self.clone(), len),
             timer: WaitTimer::new("buddy", len.get()),
         }
+    }
+
+    fn capacity(&self) -> usize {
+        self.total_size()
+    }
+
+    fn allocation_size(&self, len: NonZeroUsize) -> usize {
+        len.get()
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX)
+            .max(self.min_block_size())
     }
 
     fn note_spill(&self) {

@@ -9,8 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use arenabuf::FixedArena;
-use arenabuf::codec::LengthDelimited;
-use arenabuf::io::{ArenaReader, Framing};
+use arenabuf::io::Frames;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -55,8 +54,7 @@ async fn an_emptied_chunk_goes_back_while_the_reader_waits() {
         pieces: VecDeque::from([frame(b"one"), frame(b"two"), frame(b"three")]),
         paused: false,
     };
-    let mut frames = ArenaReader::new(reader, arena.clone())
-        .frames(Framing::length_delimited(LengthDelimited::default()));
+    let mut frames = Frames::length_delimited(reader, arena.clone()).unwrap();
     for expected in ["one", "two", "three"] {
         let f = frames.next().await.expect("a frame").expect("no error");
         assert_eq!(f, expected);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use arenabuf::codec::{
     ArenaAnyDelimiterCodec, ArenaLengthDelimitedCodec, ArenaLinesCodec, LengthDelimited,
 };
-use arenabuf::io::{ArenaReader, Framing};
+use arenabuf::io::{ArenaReader, Decoded, FrameDecoder, Frames, Framing, ReaderError};
 use arenabuf::{BuddyArena, BufferSource, FixedArena};
 use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
@@ -139,9 +139,26 @@ where
 
 fn ld_layout() -> LengthDelimited {
     LengthDelimited::builder()
-        .max_frame_length(1 << 24)
+        .max_frame_length(4096)
         .layout()
         .unwrap()
+}
+
+/// tokio_util's default layout with frames up to the source's maximum.
+fn fitting<S: BufferSource>(source: &S) -> LengthDelimited {
+    LengthDelimited::builder()
+        .max_frame_length(source.max_len())
+        .layout()
+        .unwrap()
+}
+
+/// A decoder that does not bound its frames (no build-time check).
+struct Unbounded(LengthDelimited);
+
+impl FrameDecoder for Unbounded {
+    fn decode(&mut self, data: &[u8]) -> io::Result<Decoded> {
+        self.0.decode(data)
+    }
 }
 
 #[tokio::test]
@@ -165,7 +182,8 @@ async fn stock_writer_to_every_reader_random_read_sizes() {
         let chunk = if max_len < 16 << 10 { 1024 } else { 16 << 10 };
         let frames = ArenaReader::new(RandomReads::new(server, seed, read_max), arena.clone())
             .with_chunk_size(nz(chunk))
-            .frames(Framing::length_delimited(ld_layout()));
+            .frames(Framing::length_delimited(fitting(&arena)))
+            .unwrap();
         no_hang(check_stream(frames, &expected)).await;
         writer.await.unwrap();
         assert_eq!(arena.metrics().live_bytes, 0, "all memory back");
@@ -201,7 +219,8 @@ async fn fixed_arena_chunks_frames_straddle_and_share() {
     let (client, server) = pair().await;
     let writer = tokio::spawn(send_frames(client, expected.clone()));
     let frames = ArenaReader::new(RandomReads::new(server, 9, 3000), arena.clone())
-        .frames(Framing::length_delimited(ld_layout()));
+        .frames(Framing::length_delimited(ld_layout()))
+        .unwrap();
     no_hang(check_stream(frames, &expected)).await;
     writer.await.unwrap();
     let m = arena.metrics();
@@ -258,7 +277,8 @@ async fn lines_and_delimiters_over_tcp() {
         let writer = tokio::spawn(send(client));
         let frames = ArenaReader::new(RandomReads::new(server, 6, read_max), arena.clone())
             .with_chunk_size(nz(1024))
-            .frames(Framing::lines(1000));
+            .frames(Framing::lines(1000))
+            .unwrap();
         no_hang(check_stream(frames, &expected)).await;
         writer.await.unwrap();
         assert_eq!(arena.metrics().live_bytes, 0);
@@ -347,8 +367,7 @@ async fn two_hundred_connections_one_small_arena_slow_consumer() {
                         .await
                         .unwrap();
                     let conn = u64::from_be_bytes(id);
-                    let mut frames = ArenaReader::new(socket, arena)
-                        .frames(Framing::length_delimited(LengthDelimited::default()));
+                    let mut frames = Frames::length_delimited(socket, arena).unwrap();
                     let mut i = 0;
                     while let Some(f) = frames.next().await {
                         tx.send((conn, i, f.unwrap())).await.unwrap();
@@ -426,8 +445,8 @@ async fn one_slot_arena_straddling_frames_make_progress() {
     let expected = frames_for(77, 200, 200);
     let (client, server) = pair().await;
     let writer = tokio::spawn(send_frames(client, expected.clone()));
-    let frames = ArenaReader::new(RandomReads::new(server, 77, 300), arena.clone())
-        .frames(Framing::length_delimited(LengthDelimited::default()));
+    let frames =
+        Frames::length_delimited(RandomReads::new(server, 77, 300), arena.clone()).unwrap();
     no_hang(check_stream(frames, &expected)).await;
     writer.await.unwrap();
     assert_eq!(arena.metrics().live_slots, 0);
@@ -445,9 +464,9 @@ async fn poll_once<S: Stream + Unpin>(s: &mut S) -> bool {
 
 /// Sends `bytes` and then either closes or keeps the connection open;
 /// returns the reader's first error and the arena's metrics at that point.
-async fn frames_error<S: BufferSource>(
+async fn frames_error<S: BufferSource, D: FrameDecoder>(
     source: S,
-    layout: LengthDelimited,
+    layout: D,
     bytes: &'static [u8],
     close: bool,
 ) -> (Vec<Bytes>, io::Error) {
@@ -458,7 +477,8 @@ async fn frames_error<S: BufferSource>(
     }
     let mut frames = ArenaReader::new(server, source)
         .with_chunk_size(nz(64))
-        .frames(Framing::length_delimited(layout));
+        .frames(layout)
+        .unwrap();
     let mut got = Vec::new();
     let e = no_hang(async {
         loop {
@@ -496,9 +516,27 @@ async fn reader_length_that_never_fits_is_an_error_not_a_wait() {
     // Fixed: 256-byte slots, a 1000-byte frame. The connection stays open,
     // so only an error (not EOF) can end this.
     let arena = FixedArena::builder(nz(4), nz(256)).build().unwrap();
+    // A framing that allows it is refused when the reader is built.
+    let (_, server) = pair().await;
+    let e = ArenaReader::new(server, arena.clone())
+        .frames(Framing::length_delimited(LengthDelimited::default()))
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ReaderError::FrameTooLarge {
+            max_frame_length: 8 << 20,
+            source_max: 256
+        }
+    );
+    assert!(
+        e.to_string()
+            .contains("use slots (or an arena) of at least"),
+        "{e}"
+    );
+    // A decoder that does not bound its frames finds out per frame.
     let (_, e) = frames_error(
         arena.clone(),
-        LengthDelimited::default(),
+        Unbounded(LengthDelimited::default()),
         &[0, 0, 3, 232, 1],
         false,
     )
@@ -511,8 +549,8 @@ async fn reader_length_that_never_fits_is_an_error_not_a_wait() {
     let arena = BuddyArena::builder(nz(1 << 16), nz(64)).build().unwrap();
     let (_, e) = frames_error(
         arena.clone(),
-        LengthDelimited::default(),
-        &[0, 1, 0, 0, 1],
+        Unbounded(LengthDelimited::default()),
+        &[0, 1, 0, 1, 1],
         false,
     )
     .await;
@@ -529,7 +567,7 @@ async fn reader_eof_mid_frame_is_bytes_remaining() {
         &[0, 0, 0, 9, 1, 2][..],
         &[0, 0, 0, 1, 7, 0, 0, 0, 200, 1][..],
     ] {
-        let (got, e) = frames_error(arena.clone(), LengthDelimited::default(), bytes, true).await;
+        let (got, e) = frames_error(arena.clone(), fitting(&arena), bytes, true).await;
         assert!(got.len() <= 1);
         assert_eq!(e.kind(), io::ErrorKind::Other);
         assert_eq!(e.to_string(), "bytes remaining on stream");
@@ -543,6 +581,7 @@ async fn reader_adjustment_underflow_is_invalid_input() {
     let arena = BuddyArena::builder(nz(1 << 16), nz(64)).build().unwrap();
     let layout = LengthDelimited::builder()
         .length_adjustment(-8)
+        .max_frame_length(1000)
         .layout()
         .unwrap();
     let (_, e) = frames_error(arena.clone(), layout, &[0, 0, 0, 2, 1, 2], false).await;
@@ -560,7 +599,8 @@ async fn reader_over_long_line_is_invalid_data() {
         .unwrap();
     let mut frames = ArenaReader::new(server, arena.clone())
         .with_chunk_size(nz(8))
-        .frames(Framing::lines(10));
+        .frames(Framing::lines(10))
+        .unwrap();
     assert_eq!(no_hang(frames.next()).await.unwrap().unwrap(), "ok");
     let e = no_hang(frames.next()).await.unwrap().unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
@@ -577,9 +617,10 @@ async fn reader_stalled_peer_holds_at_most_that_frames_buffer() {
     let mut head = vec![0, 0, 0xff, 0xfc];
     head.extend_from_slice(&[5; 40_000]);
     client.write_all(&head).await.unwrap();
-    let mut frames = ArenaReader::new(server, arena.clone())
-        .with_chunk_size(nz(1024))
-        .frames(Framing::length_delimited(LengthDelimited::default()));
+    let mut frames = Frames::builder(arena.clone())
+        .chunk_size(nz(1024))
+        .length_delimited(server)
+        .unwrap();
     // Until the frame's own buffer is taken: only the 1 KiB chunk before.
     no_hang(async {
         loop {
@@ -619,8 +660,7 @@ async fn reader_waits_for_memory_and_resumes() {
     let expected = frames_for(3, 50, 500);
     let (client, server) = pair().await;
     let writer = tokio::spawn(send_frames(client, expected.clone()));
-    let mut frames = ArenaReader::new(server, arena.clone())
-        .frames(Framing::length_delimited(LengthDelimited::default()));
+    let mut frames = Frames::length_delimited(server, arena.clone()).unwrap();
     for _ in 0..3 {
         let poll = std::future::poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await;
         assert!(poll.is_pending());
@@ -644,8 +684,7 @@ async fn idle_connections_hold_no_memory() {
         let arena = arena.clone();
         let reader = if i % 2 == 0 {
             tokio::spawn(async move {
-                let mut frames = ArenaReader::new(server, arena)
-                    .frames(Framing::length_delimited(LengthDelimited::default()));
+                let mut frames = Frames::length_delimited(server, arena).unwrap();
                 assert!(frames.next().await.is_none(), "the idle peer only closes");
             })
         } else {
@@ -671,8 +710,7 @@ async fn idle_connections_hold_no_memory() {
     let expected = frames_for(11, 300, 1000);
     let (client, server) = pair().await;
     let writer = tokio::spawn(send_frames(client, expected.clone()));
-    let frames = ArenaReader::new(server, arena.clone())
-        .frames(Framing::length_delimited(LengthDelimited::default()));
+    let frames = Frames::length_delimited(server, arena.clone()).unwrap();
     no_hang(check_stream(frames, &expected)).await;
     writer.await.unwrap();
 
@@ -691,8 +729,7 @@ async fn dropping_a_waiting_reader_cancels_its_wait() {
     let held = arena.allocate().unwrap();
     let (mut client, server) = pair().await;
     client.write_all(&[0, 0, 0, 3, 1, 2, 3]).await.unwrap();
-    let mut frames = ArenaReader::new(server, arena.clone())
-        .frames(Framing::length_delimited(LengthDelimited::default()));
+    let mut frames = Frames::length_delimited(server, arena.clone()).unwrap();
     assert!(poll_once(&mut frames).await);
     assert_eq!(arena.metrics().waiting_tasks, 1);
     drop(frames);

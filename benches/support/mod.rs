@@ -1,5 +1,5 @@
 //! What several benches share: the extra thread count of
-//! `ARENA_BENCH_EXTREME`, a counting global allocator, and writing result
+//! `ARENA_BENCH_EXTREME`, counting global allocators, and writing result
 //! files beside Criterion's estimates for `tools/bench-report`.
 //!
 //! Each bench includes it with `mod support;` and uses what it needs.
@@ -82,6 +82,62 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// A global allocator that counts allocations only inside
+/// [`count_allocations`], so that timed loops run uninstrumented: outside
+/// it, an allocation costs one relaxed load of a flag nobody writes (no
+/// shared write, no atomic read-modify-write), then goes to the system
+/// allocator.
+///
+/// `#[global_allocator] static GLOBAL: support::GatedCounting = support::GatedCounting;`
+pub struct GatedCounting;
+
+static GATE: AtomicBool = AtomicBool::new(false);
+static GATED: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f` with [`GatedCounting`] counting; returns its result and the
+/// allocations made meanwhile (by any thread). Call it in an untimed pass.
+pub fn count_allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = GATED.load(Ordering::SeqCst);
+    GATE.store(true, Ordering::SeqCst);
+    let out = f();
+    GATE.store(false, Ordering::SeqCst);
+    (out, GATED.load(Ordering::SeqCst) - before)
+}
+
+#[inline]
+fn gate_count() {
+    if GATE.load(Ordering::Relaxed) {
+        GATED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the gate
+// and the counter are plain atomics that allocate nothing.
+unsafe impl GlobalAlloc for GatedCounting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        gate_count();
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        gate_count();
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        gate_count();
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }

@@ -433,7 +433,8 @@ async fn serve_arena<S: BufferSource>(
     let chunk = NonZeroUsize::new(chunk).ok_or_else(|| std::io::Error::other("chunk of 0"))?;
     let mut frames = ArenaReader::new(stream, source)
         .with_chunk_size(chunk)
-        .frames(Framing::length_delimited(layout));
+        .frames(Framing::length_delimited(layout))
+        .map_err(std::io::Error::other)?;
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut frames).poll_next(cx)).await {
         if !deliver(frame?, &queue, totals).await {
             break;

@@ -1,10 +1,33 @@
 //! Reading sockets straight into arena memory (feature `io`).
 //!
-//! [`ArenaReader`] wraps any [`AsyncRead`] (a `TcpStream`, a `UnixStream`, a
-//! TLS stream) and a [`BufferSource`], and reads into the spare capacity of
-//! arena [`Buffer`]s: no intermediate `BytesMut`, no extra copy. It is a
-//! [`Stream`] of the chunks read; [`ArenaReader::frames`] turns it into a
-//! stream of frames that are zero-copy slices of those chunks.
+//! [`Frames`] wraps any [`AsyncRead`] (a `TcpStream`, a `UnixStream`, a TLS
+//! stream) and a [`BufferSource`], reads into the spare capacity of arena
+//! [`Buffer`]s (no intermediate `BytesMut`), and yields the frames a
+//! [`FrameDecoder`] finds: length-delimited or lines ([`Framing`]), or a
+//! protocol of your own. The short paths are one line, like tokio_util's
+//! `new_read(io)`:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::num::NonZeroUsize;
+//! use arenabuf::{io::Frames, FixedArena};
+//! use futures::StreamExt;
+//!
+//! let arena = FixedArena::builder(NonZeroUsize::new(256).unwrap(), NonZeroUsize::new(64 * 1024).unwrap())
+//!     .build()?; // 16 MiB cap
+//! # let socket: &[u8] = &[0, 0, 0, 2, b'h', b'i'];
+//! let mut frames = Frames::length_delimited(socket, arena)?; // frames up to 64 KiB
+//! while let Some(frame) = frames.next().await {
+//!     assert_eq!(frame?, "hi");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Frames::builder`] has the options (chunk size, a shared
+//! [`CopyBudget`], [`max_wait`](FramesBuilder::max_wait), the zero-copy
+//! opt-out). [`ArenaReader`] alone is a stream of the raw chunks read.
 //!
 //! # Backpressure
 //!
@@ -12,12 +35,49 @@
 //! ([`BufferSource::allocate_wait`]) and does **not** poll the socket
 //! meanwhile. The kernel's receive buffer fills, the peer's TCP window
 //! closes, and the peer stops sending; memory stays within the arena's cap.
-//! Reading resumes when frames (or chunks) are dropped.
+//! Reading resumes when frames are dropped. (Memory becomes latency: data
+//! waits in the kernel's socket buffers, bounded by `SO_RCVBUF` on our side
+//! and `SO_SNDBUF` on the peer's.)
 //!
-//! A reader whose socket has nothing to read holds no buffer (it gives an
-//! empty one back and takes another when woken), so idle connections do not
-//! starve busy ones of memory.
+//! # What a held frame costs
+//!
+//! The liveness rule: **a frame the application keeps costs about its own
+//! size, never a neighbour's.** In the default (compact) mode:
+//!
+//! - a frame smaller than half its chunk is copied once, as it is cut, into
+//!   memory of its own size: a block of the source where the source fits it
+//!   tightly (a [`BuddyArena`](crate::BuddyArena): at most twice the frame,
+//!   counted against the arena's cap), else the heap, counted against the
+//!   reader's [`CopyBudget`] (a [`FixedArena`](crate::FixedArena), whose
+//!   slots are far larger than such frames);
+//! - a larger frame is a slice of its chunk (it pins at most twice its size)
+//!   or, when it does not fit the chunk, is read straight into a buffer of
+//!   exactly its payload's size;
+//! - a reader holds at most one chunk of its own, and none while it waits
+//!   for memory or while its peer is idle (what it has not framed yet moves
+//!   to the heap, less than a chunk).
+//!
+//! So the memory N connections need is about **N chunks plus the bytes of
+//! the frames the application holds** (up to twice that, for power-of-two
+//! blocks and half-chunk slices); a reader stalls only when the application
+//! holds more than the arena (or the copy budget) can take. With
+//! [`FramesBuilder::zero_copy`] every frame is a slice of its chunk, which
+//! saves the copy but makes a kept frame pin its whole chunk (64 KiB for a
+//! 100-byte frame by default): only for consumers that drop each frame
+//! before asking for the next few, or that [`detach`](Frames::detach) what
+//! they keep. [`Frames::metrics`] shows which frames were sliced, copied or
+//! read straight, and how many chunk bytes the slices came from.
+//!
+//! # Cancellation and bounded waits
+//!
+//! Dropping a `next()` future mid-wait (under `tokio::time::timeout`, in a
+//! losing `select!` branch) is safe: the stream keeps its bytes and its
+//! place in the arena's queue, and the next `next()` resumes where it was.
+//! Dropping the stream gives both back. [`FramesBuilder::max_wait`] makes
+//! the stream itself give up after a while, with a [`WaitTimeout`] error.
 
+mod decode;
+mod error;
 mod frames;
 
 use std::future::Future;
@@ -31,13 +91,15 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, ReadBuf};
 
-pub use frames::{Frames, Framing};
+pub use decode::{Decoded, FrameDecoder, Framing};
+pub use error::{ReaderError, WaitTimeout};
+pub use frames::{CopyBudget, Frames, FramesBuilder, FramesMetrics};
 
 use crate::codec::alloc_error;
 use crate::{AllocError, Buffer, BufferSource};
 
 /// The default chunk size: 64 KiB, a typical socket read.
-const DEFAULT_CHUNK: usize = 64 * 1024;
+pub(crate) const DEFAULT_CHUNK: usize = 64 * 1024;
 
 /// Getting a buffer from a source: at once if one is free, else by waiting.
 /// Keeps the wait future between polls, so a pending wait is resumed (and
@@ -83,7 +145,17 @@ fn poll_read_into<R: AsyncRead>(
     buf: &mut Buffer,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let spare = buf.capacity() - buf.len();
+    poll_read_upto(reader, buf, usize::MAX, cx)
+}
+
+/// [`poll_read_into`], reading at most `max` bytes.
+fn poll_read_upto<R: AsyncRead>(
+    reader: Pin<&mut R>,
+    buf: &mut Buffer,
+    max: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let spare = (buf.capacity() - buf.len()).min(max);
     if spare == 0 {
         return Poll::Ready(Ok(0));
     }
@@ -113,7 +185,7 @@ pin_project! {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::num::NonZeroUsize;
-    /// use arenabuf::{codec::LengthDelimited, io::{ArenaReader, Framing}, FixedArena};
+    /// use arenabuf::{io::{ArenaReader, Framing}, FixedArena};
     /// use bytes::Bytes;
     /// use futures::{SinkExt, StreamExt};
     /// use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
@@ -126,15 +198,17 @@ pin_project! {
     /// tx.send(Bytes::from_static(b"two")).await?;
     /// drop(tx);
     ///
-    /// let framing = Framing::length_delimited(LengthDelimited::default());
+    /// // Frames up to 4 KiB (a slot): the layout must fit the source.
+    /// let layout = arenabuf::codec::LengthDelimited::builder().max_frame_length(4096).layout()?;
     /// let frames: Vec<_> = ArenaReader::new(server, arena.clone())
-    ///     .frames(framing)
+    ///     .frames(Framing::length_delimited(layout))?
     ///     .collect()
     ///     .await;
     /// assert_eq!(frames.len(), 2);
     /// assert_eq!(frames[0].as_ref().unwrap(), "one");
     /// assert_eq!(frames[1].as_ref().unwrap(), "two");
-    /// assert_eq!(arena.metrics().live_slots, 1); // both share one chunk
+    /// // Small frames were copied out of the chunk: they hold no slot.
+    /// assert_eq!(arena.metrics().live_slots, 0);
     /// # Ok(())
     /// # }
     /// ```
@@ -185,9 +259,20 @@ impl<R: AsyncRead, S: BufferSource> ArenaReader<R, S> {
         &self.source
     }
 
-    /// A stream of frames cut from the chunks read, zero-copy.
-    pub fn frames(self, framing: Framing) -> Frames<R, S> {
-        Frames::new(self.reader, self.source, self.chunk_size, framing)
+    /// A stream of the frames `decoder` finds in the bytes read, with this
+    /// reader's chunk size and otherwise the default configuration
+    /// ([`Frames::builder`] has the options). Small frames are copied into
+    /// memory of their own size as they are cut; see the
+    /// [module docs](crate::io#what-a-held-frame-costs).
+    ///
+    /// # Errors
+    ///
+    /// [`ReaderError::FrameTooLarge`] when the decoder allows frames larger
+    /// than the source can hand out in one buffer.
+    pub fn frames<D: FrameDecoder>(self, decoder: D) -> Result<Frames<R, S, D>, ReaderError> {
+        FramesBuilder::new(self.source)
+            .chunk_size(self.chunk_size)
+            .new_read(self.reader, decoder)
     }
 
     /// The wrapped reader.

@@ -30,7 +30,7 @@ use std::num::NonZeroUsize;
 
 use arenabuf::BufferSource;
 use arenabuf::codec::{ArenaLengthDelimitedCodec, FrameBudget, LengthDelimited, OnFull};
-use arenabuf::io::{ArenaReader, Framing};
+use arenabuf::io::Frames;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -92,23 +92,23 @@ pub async fn serve<S: BufferSource>(
 /// # Errors
 ///
 /// The socket's errors, and `InvalidData` for a frame over [`MAX_FRAME`]
-/// (or, in codec mode, `OutOfMemory` when the arena is full).
+/// (or, in codec mode, `OutOfMemory` when the arena is full). In reader
+/// mode, frames are at most [`MAX_FRAME`] or the source's `max_len`,
+/// whichever is smaller (a frame must fit one buffer of the source).
 pub async fn read_connection<S: BufferSource>(
     stream: TcpStream,
     source: S,
     mode: Mode,
     queue: mpsc::Sender<Bytes>,
 ) -> io::Result<u64> {
-    let layout = LengthDelimited::builder()
-        .max_frame_length(MAX_FRAME)
-        .layout()
-        .map_err(io::Error::other)?;
     let mut count = 0;
     match mode {
         Mode::Reader { chunk_size } => {
-            let mut frames = ArenaReader::new(stream, source)
-                .with_chunk_size(chunk_size)
-                .frames(Framing::length_delimited(layout));
+            let max = MAX_FRAME.min(source.max_len());
+            let mut frames = Frames::builder(source)
+                .chunk_size(chunk_size)
+                .length_delimited_with(stream, LengthDelimited::builder().max_frame_length(max))
+                .map_err(io::Error::other)?;
             while let Some(frame) = frames.next().await {
                 if queue.send(frame?).await.is_err() {
                     break;

@@ -47,6 +47,14 @@ impl LengthDelimited {
             .saturating_add_signed(self.adjustment.max(0))
     }
 
+    /// The longest payload a header may announce: the maximum frame length
+    /// with the adjustment applied (what the `io` reader checks against its
+    /// source when it is built).
+    #[cfg(feature = "io")]
+    pub(crate) fn max_payload_len(&self) -> usize {
+        self.max_frame_len.saturating_add_signed(self.adjustment)
+    }
+
     /// Bytes needed before the header can be parsed.
     pub(crate) fn header_len(&self) -> usize {
         (self.offset + self.field_len).max(self.num_skip)

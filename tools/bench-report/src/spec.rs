@@ -233,14 +233,20 @@ pub const GROUPS: &[GroupSpec] = &[
         name: "io_frames",
         issue: 4,
         bench: IO,
-        about: "A 256 MiB in-memory stream of length-delimited frames of 64 B to 16 KiB, read in 64 KiB reads: \
-                `ArenaReader::frames` (`arenabuf_reader_frames`), the drop-in codec in `FramedRead` \
+        about: "A 64 MiB in-memory stream of length-delimited frames of 64 B to 16 KiB, read in 64 KiB reads: \
+                `Frames` in its default compact mode over a `FixedArena` of 64 KiB slots (`arenabuf_reader_frames`: \
+                small frames copied to the heap under the copy budget) and over a `BuddyArena` \
+                (`arenabuf_reader_frames_buddy`: copies in right-sized blocks), its zero-copy opt-out \
+                (`arenabuf_reader_frames_zero_copy`), the drop-in codec in `FramedRead` \
                 (`arenabuf_codec_framed_read`) and tokio_util's `FramedRead<_, LengthDelimitedCodec>` \
                 (`tokio_util_framed_read`); `drop`: each frame dropped at once, `hold1024`: the last 1024 frames \
-                held. Heap allocations are per pass over the stream.",
+                held, `keep1in50`: every 50th frame kept to the end. Heap allocations are per pass over the stream, \
+                counted in an untimed pass.",
         metric: Metric::Throughput,
         pairs: &[
             ("arenabuf_reader_frames", "tokio_util_framed_read"),
+            ("arenabuf_reader_frames_buddy", "tokio_util_framed_read"),
+            ("arenabuf_reader_frames_zero_copy", "tokio_util_framed_read"),
             ("arenabuf_codec_framed_read", "tokio_util_framed_read"),
         ],
     },
@@ -498,6 +504,23 @@ pub const TARGETS: &[Target] = &[
         baseline: "tokio_util_framed_read",
         params: Params::Exact(&["drop", "hold1024"]),
         bound: Bound::ThroughputRatioAtLeast(0.7),
+    },
+    // Issue 11: the reader stays live when frames are held.
+    Target {
+        issue: 11,
+        group: "io_frames",
+        ours: "arenabuf_reader_frames_zero_copy",
+        baseline: "tokio_util_framed_read",
+        params: Params::Exact(&["drop"]),
+        bound: Bound::ThroughputRatioAtLeast(1.0),
+    },
+    Target {
+        issue: 11,
+        group: "io_frames",
+        ours: "arenabuf_reader_frames",
+        baseline: "tokio_util_framed_read",
+        params: Params::Exact(&["hold1024"]),
+        bound: Bound::ThroughputRatioAtLeast(1.5),
     },
     // Issue 5: the tower layer.
     Target {
