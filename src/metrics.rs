@@ -19,7 +19,10 @@ pub struct FixedMetrics {
     /// dropped before it picked the buffer up (that one goes straight on to
     /// the next waiter or back to the arena, and counts as released too).
     pub alloc_count: u64,
-    /// Allocations that failed with [`AllocError::ArenaFull`](crate::AllocError::ArenaFull).
+    /// Synchronous allocations answered [`AllocError::ArenaFull`](crate::AllocError::ArenaFull)
+    /// (`allocate()`, `BufferSource::try_allocate`; the I/O layers try
+    /// that first, then wait). An `allocate_async()` that waits is not a
+    /// failure: `wait_count` counts it.
     pub alloc_failure_count: u64,
     /// Buffers that outgrew their slot and moved to the heap (`auto_spill`).
     pub spill_count: u64,
@@ -46,7 +49,10 @@ pub struct BuddyMetrics {
     /// dropped before it picked the buffer up (that one goes straight on to
     /// the next waiter or back to the arena, and counts as released too).
     pub alloc_count: u64,
-    /// Allocations that failed with [`AllocError::ArenaFull`](crate::AllocError::ArenaFull).
+    /// Synchronous allocations answered [`AllocError::ArenaFull`](crate::AllocError::ArenaFull)
+    /// (`allocate()`, `BufferSource::try_allocate`; the I/O layers try
+    /// that first, then wait). An `allocate_async()` that waits is not a
+    /// failure: `wait_count` counts it.
     pub alloc_failure_count: u64,
     /// Buffers that outgrew their block and moved to the heap (`auto_spill`).
     pub spill_count: u64,
@@ -94,7 +100,10 @@ pub struct ArenaMetrics {
     /// Successful allocations since the arena was built (see
     /// [`FixedMetrics::alloc_count`]).
     pub alloc_count: u64,
-    /// Allocations that failed with [`AllocError::ArenaFull`](crate::AllocError::ArenaFull).
+    /// Synchronous allocations answered [`AllocError::ArenaFull`](crate::AllocError::ArenaFull)
+    /// (`allocate()`, `BufferSource::try_allocate`; the I/O layers try
+    /// that first, then wait). An `allocate_async()` that waits is not a
+    /// failure: `wait_count` counts it.
     pub alloc_failure_count: u64,
     /// Buffers that outgrew their arena memory and moved to the heap, and
     /// heap fallbacks noted through `BufferSource::note_spill`.

@@ -121,7 +121,8 @@
 //!
 //! Wrapping the whole `Router` (`layer.layer(router)`) also works, but its
 //! response body is then [`ResponseBody`], so `axum::serve` needs it mapped
-//! back (`MapResponse` with `res.map(axum::body::Body::new)`); the
+//! back (`MapResponse` with `res.map(axum::body::Body::new)`) and wrapped
+//! as a make-service (`tower::make::Shared::new(svc)`); the
 //! `Router::layer` form needs nothing. A whole server, tested over loopback
 //! with hyper's HTTP/1.1 and HTTP/2 clients, raw TCP and curl, is in
 //! `integrations/axum-upload`; the extractor's docs have a compiled
