@@ -1,6 +1,7 @@
 //! The `tracing` feature's events: `arena full` once per episode (not per
 //! failure), and `slow wait for arena memory` when a wait through
-//! `BufferSource::allocate_wait` lasted past the threshold.
+//! `BufferSource::allocate_wait` lasted past the threshold, and the tower
+//! layer's 413/503 answers.
 //!
 //! A small recording subscriber (tracing's own `Subscriber` trait, no
 //! extra crate) collects the events of this thread.
@@ -188,5 +189,57 @@ fn slow_waits_are_reported_when_they_end() {
             assert_eq!(slow[2].field("len"), Some("300"));
             assert_eq!(slow[2].field("outcome"), Some("served"));
         });
+    });
+}
+
+/// The tower layer reports its refusals: 413 (info), 503 after
+/// `wait_timeout` (warn).
+#[cfg(feature = "tower")]
+#[test]
+fn the_tower_layer_reports_413_and_503() {
+    use arenabuf::tower::{ArenaBody, ArenaBodyLayer};
+    use http::{Request, Response};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let arena = BuddyArena::builder(nz(1 << 16), nz(4096)).build().unwrap();
+        let layer = ArenaBodyLayer::builder(arena.clone())
+            .max_body_size(1 << 16)
+            .wait_timeout(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(|req: Request<ArenaBody>| async move {
+            Ok::<_, std::convert::Infallible>(Response::new(req.into_body().into_bytes()))
+        }));
+        let req = |len: usize| {
+            Request::post("/")
+                .header(http::header::CONTENT_LENGTH, len)
+                .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                    0u8;
+                    len
+                ])))
+                .unwrap()
+        };
+        let res = svc.clone().oneshot(req((1 << 16) + 1)).await.unwrap();
+        assert_eq!(res.status(), 413);
+        let too_large = recorder.messages("request body too large");
+        assert_eq!(too_large.len(), 1, "{too_large:?}");
+        assert_eq!(too_large[0].level, tracing::Level::INFO);
+        assert_eq!(too_large[0].field("status"), Some("413"));
+
+        let whole = arena.allocate(nz(1 << 16)).unwrap(); // nothing left
+        let res = svc.clone().oneshot(req(100)).await.unwrap();
+        assert_eq!(res.status(), 503);
+        let busy = recorder.messages("request body refused: no arena memory within wait_timeout");
+        assert_eq!(busy.len(), 1, "{busy:?}");
+        assert_eq!(busy[0].level, tracing::Level::WARN);
+        assert_eq!(busy[0].field("waited_ms"), Some("20"));
+        drop(whole);
     });
 }

@@ -111,6 +111,37 @@ where
 
 /// The layer's own answer to a request it refused.
 fn reject<B>(rejection: BodyRejection, version: Version) -> Response<ResponseBody<B>> {
+    // Operators see backpressure and hostile clients in their logs
+    // (feature `tracing`): memory refusals are warnings, the rest info.
+    let status = u64::from(rejection.status().as_u16());
+    match &rejection {
+        BodyRejection::CapacityTimeout { timeout, .. } => crate::trace::event!(
+            warn,
+            "request body refused: no arena memory within wait_timeout",
+            status = status,
+            waited_ms = timeout.as_millis() as u64,
+        ),
+        BodyRejection::BodyTimeout { timeout } => crate::trace::event!(
+            info,
+            "request body timed out while holding arena memory",
+            status = status,
+            timeout_ms = timeout.as_millis() as u64,
+        ),
+        BodyRejection::LengthTooLarge { .. }
+        | BodyRejection::TooLarge { .. }
+        | BodyRejection::TooLargeToGrow { .. } => crate::trace::event!(
+            info,
+            "request body too large",
+            status = status,
+            reason = rejection.to_string().as_str(),
+        ),
+        _ => crate::trace::event!(
+            debug,
+            "request body rejected",
+            status = status,
+            reason = rejection.to_string().as_str(),
+        ),
+    }
     let mut res = Response::new(ResponseBody::rejection(rejection.text()));
     *res.status_mut() = rejection.status();
     res.headers_mut().insert(
