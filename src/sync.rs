@@ -10,6 +10,7 @@
 //! for one) do not build with it.
 
 #[cfg(not(arenabuf_loom))]
+#[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(arenabuf_loom))]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
@@ -125,7 +126,7 @@ pub(crate) fn random_word(_words: usize) -> usize {
 /// The clock of the buddy arena's head windows. A unit test may freeze
 /// it on its thread and move it by hand ([`advance_clock`]), so that what
 /// it checks does not depend on how fast the machine is.
-#[cfg(not(arenabuf_loom))]
+#[cfg(all(feature = "async-alloc", not(arenabuf_loom)))]
 pub(crate) fn now() -> std::time::Instant {
     #[cfg(test)]
     if let Some(frozen) = FROZEN_CLOCK.with(std::cell::Cell::get) {

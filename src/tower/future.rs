@@ -80,7 +80,7 @@ where
                     parts,
                 } => {
                     let result = ready!(collect.poll_collect(cx));
-                    let (Some(mut inner), Some(mut parts)) = (inner.take(), parts.take()) else {
+                    let (Some(mut inner), Some(parts)) = (inner.take(), parts.take()) else {
                         unreachable!("the Collect state holds both until it ends")
                     };
                     match result {
@@ -88,7 +88,11 @@ where
                             // For the axum extractor only: an extension costs
                             // two heap allocations.
                             #[cfg(feature = "axum")]
-                            parts.extensions.insert(super::Collected);
+                            let parts = {
+                                let mut parts = parts;
+                                parts.extensions.insert(super::Collected);
+                                parts
+                            };
                             let future = inner.call(Request::from_parts(parts, body));
                             self.as_mut().project().state.set(State::Call { future });
                         }
