@@ -281,7 +281,7 @@ impl ShardedCounter {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(arenabuf_loom)))]
 mod tests {
     use super::{ArenaMetrics, write_prometheus};
 

@@ -241,7 +241,7 @@ impl FrameDecoder for Framing {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(arenabuf_loom)))]
 mod tests {
     use super::*;
 

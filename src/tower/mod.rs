@@ -308,5 +308,5 @@ pub enum ConfigError {
     },
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(arenabuf_loom)))]
 mod tests;

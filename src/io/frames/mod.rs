@@ -22,7 +22,7 @@
 mod builder;
 mod state;
 mod store;
-#[cfg(test)]
+#[cfg(all(test, not(arenabuf_loom)))]
 mod tests;
 
 use std::io;

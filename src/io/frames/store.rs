@@ -139,7 +139,7 @@ impl fmt::Debug for CopyBudget {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(arenabuf_loom)))]
 mod tests {
     use super::*;
 
