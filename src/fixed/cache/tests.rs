@@ -10,6 +10,10 @@ fn no_waiters(b: Batch) {
     panic!("no task waits, yet {b:?} was handed over");
 }
 
+/// Operations per thread in the threaded tests (far fewer under miri,
+/// which interprets every one).
+const ITERS: usize = if cfg!(miri) { 300 } else { 20_000 };
+
 #[test]
 fn every_slot_once_then_full_then_all_back() {
     for slots in [1, 31, 32, 62, 63, 130] {
@@ -160,7 +164,7 @@ fn threads_hand_slots_across() {
         .map(|p| {
             let (bm, held, tx, full) = (bm.clone(), held.clone(), tx.clone(), full.clone());
             std::thread::spawn(move || {
-                for _ in 0..20_000 {
+                for _ in 0..ITERS {
                     match bm.allocate(p, &mut no_waiters) {
                         Some(slot) => {
                             let i = slot.word * SLOTS_PER_WORD + slot.bit as usize;
@@ -214,7 +218,7 @@ fn no_spurious_full_while_caches_could_hold_everything() {
             let (bm, held) = (bm.clone(), held.clone());
             std::thread::spawn(move || {
                 let mut mine = Vec::new();
-                for i in 0..20_000usize {
+                for i in 0..ITERS {
                     let shard = (t + i) % 4;
                     if mine.len() < 12 && (i / 7 + t) % 3 != 0 {
                         let slot = bm
