@@ -141,6 +141,11 @@ impl<S: arenabuf::BufferSource> FlakySource<S> {
 
 impl<S: arenabuf::BufferSource> arenabuf::BufferSource for FlakySource<S> {
     type Wait = S::Wait;
+    type Metrics = S::Metrics;
+
+    fn metrics(&self) -> S::Metrics {
+        self.inner.metrics()
+    }
 
     fn max_len(&self) -> usize {
         self.report_max
