@@ -28,7 +28,7 @@
 //!   waiter polled once in arrival order to pick its buffer up (and drop
 //!   it). Setup (holding, queueing) is outside the timing. Throughput is
 //!   waiters, so a flat time per element across `n` means linear scaling.
-//!   Baseline `semaphore`: `n` tasks' `Semaphore::acquire` futures queued,
+//!   Baseline `semaphore`: `n` `Semaphore::acquire_owned` futures queued,
 //!   `add_permits(n)`, each polled once.
 //!
 //! Environment: `ARENA_BENCH_EXTREME=1` adds an oversubscribed point to
@@ -308,6 +308,32 @@ fn poll_once<F: Future>(fut: Pin<&mut F>) -> bool {
     fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
 }
 
+/// Times one storm per iteration: `queue` sets up (untimed) the held
+/// capacity and the queued waiters, each polled once; the timed part is
+/// `free` (one burst releasing everything held) and one poll of every
+/// waiter in arrival order, each of which must then be ready.
+fn time_storms<H, F: Future>(
+    iters: u64,
+    mut queue: impl FnMut() -> (H, Vec<Pin<Box<F>>>),
+    mut free: impl FnMut(H),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let (held, mut waiters) = queue();
+        for w in &mut waiters {
+            assert!(!poll_once(w.as_mut()));
+        }
+        let start = Instant::now();
+        free(held);
+        for w in &mut waiters {
+            assert!(poll_once(w.as_mut()));
+        }
+        total += start.elapsed();
+        drop(waiters);
+    }
+    total
+}
+
 fn wait_storm(c: &mut Criterion) {
     let mut group = c.benchmark_group("wait_storm");
     group.sample_size(10);
@@ -318,23 +344,17 @@ fn wait_storm(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("arenabuf_fixed", &param), |b| {
             let arena = FixedArena::builder(nz(n), nz(64)).build().unwrap();
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let held: Vec<_> = (0..n).map(|_| arena.allocate().unwrap()).collect();
-                    let mut waiters: Vec<_> =
-                        (0..n).map(|_| Box::pin(arena.allocate_async())).collect();
-                    for w in &mut waiters {
-                        assert!(!poll_once(w.as_mut()));
-                    }
-                    let start = Instant::now();
-                    drop(held);
-                    for w in &mut waiters {
-                        assert!(poll_once(w.as_mut()));
-                    }
-                    total += start.elapsed();
-                    drop(waiters);
-                }
-                total
+                time_storms(
+                    iters,
+                    || {
+                        let held: Vec<_> = (0..n).map(|_| arena.allocate().unwrap()).collect();
+                        (
+                            held,
+                            (0..n).map(|_| Box::pin(arena.allocate_async())).collect(),
+                        )
+                    },
+                    drop,
+                )
             });
         });
         group.bench_function(BenchmarkId::new("arenabuf_buddy", &param), |b| {
@@ -342,47 +362,35 @@ fn wait_storm(c: &mut Criterion) {
                 .build()
                 .unwrap();
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let blocks = arena.total_size() / 64;
-                    let held: Vec<_> = (0..blocks)
-                        .map(|_| arena.allocate(nz(64)).unwrap())
-                        .collect();
-                    let mut waiters: Vec<_> = (0..n)
-                        .map(|_| Box::pin(arena.allocate_async(nz(64))))
-                        .collect();
-                    for w in &mut waiters {
-                        assert!(!poll_once(w.as_mut()));
-                    }
-                    let start = Instant::now();
-                    drop(held);
-                    for w in &mut waiters {
-                        assert!(poll_once(w.as_mut()));
-                    }
-                    total += start.elapsed();
-                    drop(waiters);
-                }
-                total
+                time_storms(
+                    iters,
+                    || {
+                        let blocks = arena.total_size() / 64;
+                        let held: Vec<_> = (0..blocks)
+                            .map(|_| arena.allocate(nz(64)).unwrap())
+                            .collect();
+                        let waiters = (0..n).map(|_| Box::pin(arena.allocate_async(nz(64))));
+                        (held, waiters.collect())
+                    },
+                    drop,
+                )
             });
         });
         group.bench_function(BenchmarkId::new("semaphore", &param), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let sem = Semaphore::new(0);
-                    let mut waiters: Vec<_> = (0..n).map(|_| Box::pin(sem.acquire())).collect();
-                    for w in &mut waiters {
-                        assert!(!poll_once(w.as_mut()));
-                    }
-                    let start = Instant::now();
-                    sem.add_permits(n);
-                    for w in &mut waiters {
-                        assert!(poll_once(w.as_mut()));
-                    }
-                    total += start.elapsed();
-                    drop(waiters);
-                }
-                total
+                time_storms(
+                    iters,
+                    || {
+                        // A fresh semaphore each time: the permits go back to
+                        // it when the polled futures' outputs drop.
+                        let sem = Arc::new(Semaphore::new(0));
+                        let waiters = (0..n)
+                            .map(|_| Box::pin(sem.clone().acquire_owned()))
+                            .collect();
+                        (sem, waiters)
+                    },
+                    |sem| sem.add_permits(n),
+                )
             });
         });
     }

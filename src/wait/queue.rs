@@ -103,12 +103,6 @@ impl Waiters {
         }
     }
 
-    /// The front of `class`, if a task of that class waits.
-    fn front(&mut self, class: usize) -> Option<&Node> {
-        self.skip_dead(class);
-        self.classes[class].front().map(|n| &**n)
-    }
-
     /// The earliest waiter of `class`, if one waits.
     pub(crate) fn front_of(&mut self, class: usize) -> Option<&Arc<Node>> {
         self.skip_dead(class);
@@ -122,7 +116,7 @@ impl Waiters {
         }
         let mut best: Option<(u64, usize)> = None;
         for class in 0..self.classes.len().min(max_class.saturating_add(1)) {
-            if let Some(node) = self.front(class) {
+            if let Some(node) = self.front_of(class) {
                 if best.is_none_or(|(seq, _)| node.seq < seq) {
                     best = Some((node.seq, class));
                 }
@@ -134,7 +128,7 @@ impl Waiters {
     /// The head waiter: its size class and arrival number.
     pub(crate) fn head(&mut self) -> Option<(usize, u64)> {
         let class = self.first_up_to(usize::MAX)?;
-        let seq = self.front(class).expect("found above").seq;
+        let seq = self.front_of(class).expect("found above").seq;
         Some((class, seq))
     }
 

@@ -219,7 +219,7 @@ pub const GROUPS: &[GroupSpec] = &[
         bench: ASYNC,
         about: "`wN`: N waiters queued on an arena whose N slots (or 64 B blocks) are held; one burst of N frees \
                 hands each to a waiter, then every waiter is polled once to pick it up. Throughput is waiters \
-                per second: equal at w10000 and w80000 means linear. Baseline: N `Semaphore::acquire` futures, \
+                per second: equal at w10000 and w80000 means linear. Baseline: N `Semaphore::acquire_owned` futures, \
                 `add_permits(N)`, each polled once.",
         metric: Metric::Throughput,
         pairs: &[
