@@ -35,7 +35,8 @@ pub enum AllocError {
 #[non_exhaustive]
 pub enum BuildError {
     /// `slot_count * slot_capacity` does not fit in `usize` (or exceeds
-    /// `isize::MAX`, the most any allocation can hold).
+    /// `isize::MAX`, the most any allocation can hold), or `slot_count` is
+    /// above the most a fixed arena can track (about 133 billion slots).
     #[error(
         "{slot_count} slots of {slot_capacity} bytes overflow the address space; use fewer or smaller slots"
     )]

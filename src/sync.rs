@@ -3,7 +3,7 @@
 //! normal builds.
 //!
 //! Everything that is shared between threads in the allocators goes through
-//! this module: atomics, mutexes, and the per-thread search hint.
+//! this module: atomics, mutexes, and the per-thread shard index.
 //!
 //! The cfg is `arenabuf_loom`, not the usual `loom`: `--cfg loom` reaches every
 //! crate in the build, and dependencies with loom code of their own (tokio,
@@ -24,8 +24,8 @@ pub(crate) use loom::sync::{Arc, Mutex};
 
 /// A small, stable, per-thread number, spread over all bits of a `usize`.
 ///
-/// Used to pick a counter shard and a thread's first bitmap word, so that
-/// threads on different cores touch different cache lines.
+/// Used to pick a cache shard, so that threads on different cores touch
+/// different cache lines.
 #[cfg(not(arenabuf_loom))]
 #[inline]
 pub(crate) fn thread_index() -> usize {
@@ -50,79 +50,14 @@ pub(crate) fn thread_index() -> usize {
     })
 }
 
-/// The bitmap word of arena `key` (one of `words` words) this thread last
-/// claimed from, if it remembers one.
-#[cfg(not(arenabuf_loom))]
-#[inline]
-pub(crate) fn last_word(key: usize, words: usize) -> Option<usize> {
-    let (k, w) = LAST_WORD.with(std::cell::Cell::get);
-    (k == key && w < words).then_some(w)
-}
-
-/// Where this thread should start searching the bitmap of the arena `key`
-/// (one of `words` words): the word it last claimed from in that arena, or a
-/// per-thread spread-out word. Only a starting point; searches cover every
-/// word.
-#[cfg(not(arenabuf_loom))]
-pub(crate) fn word_hint(key: usize, words: usize) -> usize {
-    last_word(key, words)
-        .unwrap_or(((thread_index() as u128 * words as u128) >> usize::BITS) as usize)
-}
-
-/// Remembers that this thread last claimed from word `word` of arena `key`.
-#[cfg(not(arenabuf_loom))]
-#[inline]
-pub(crate) fn set_word_hint(key: usize, word: usize) {
-    LAST_WORD.with(|c| c.set((key, word)));
-}
-
-/// A pseudo-random word of `words` (> 0), from a per-thread xorshift
-/// generator: where a thread whose hint word is full probes next, so that
-/// threads do not all meet at the first word with room.
-#[cfg(not(arenabuf_loom))]
-#[inline]
-pub(crate) fn random_word(words: usize) -> usize {
-    PROBE.with(|state| {
-        let mut x = state.get();
-        if x == 0 {
-            x = thread_index() as u64 | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        ((u128::from(x) * words as u128) >> 64) as usize
-    })
-}
-
-#[cfg(not(arenabuf_loom))]
-thread_local! {
-    static LAST_WORD: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
-    static PROBE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-// Under loom every thread starts at word 0 and shares shard 0: the models are
-// about the atomic protocol, a fixed start makes the claim races as tight as
-// possible, and loom needs every execution to be deterministic.
+// Under loom every thread shares shard 0: the models are about the atomic
+// protocol, one shard makes the races as tight as possible, and loom needs
+// every execution to be deterministic (the cache's own models pick shards
+// explicitly).
 #[cfg(arenabuf_loom)]
 pub(crate) fn thread_index() -> usize {
     0
 }
-#[cfg(arenabuf_loom)]
-pub(crate) fn last_word(_key: usize, _words: usize) -> Option<usize> {
-    None
-}
-#[cfg(arenabuf_loom)]
-pub(crate) fn word_hint(_key: usize, _words: usize) -> usize {
-    0
-}
-#[cfg(arenabuf_loom)]
-pub(crate) fn set_word_hint(_key: usize, _word: usize) {}
-#[cfg(arenabuf_loom)]
-pub(crate) fn random_word(_words: usize) -> usize {
-    0
-}
-
 /// The clock of the buddy arena's head windows. A unit test may freeze
 /// it on its thread and move it by hand ([`advance_clock`]), so that what
 /// it checks does not depend on how fast the machine is.
@@ -149,8 +84,7 @@ pub(crate) fn advance_clock(by: std::time::Duration) {
 }
 
 /// Lets other threads run: a failing allocation whose search overlapped a
-/// move of cached slots retries after this (`cache.rs`).
-#[allow(dead_code)]
+/// move of cached slots retries after this (`fixed/cache/`).
 pub(crate) fn yield_now() {
     #[cfg(not(arenabuf_loom))]
     std::thread::yield_now();

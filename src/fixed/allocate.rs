@@ -58,10 +58,10 @@ impl std::future::Future for FixedAllocate<'_> {
                 // Queue behind them without searching a full bitmap.
                 return this.poll_wait(cx);
             }
-            if let Some((word, bit)) = arena.claim(handle.inner.as_ptr() as usize) {
+            if let Some(slot) = arena.claim(handle.inner) {
                 this.state = crate::wait::WaitState::Done;
                 return std::task::Poll::Ready(Buffer::from_lease(
-                    arena.lease(handle.inner, word, bit),
+                    arena.lease(handle.inner, slot),
                     arena.auto_spill,
                 ));
             }
@@ -99,13 +99,13 @@ impl FixedAllocate<'_> {
         let first = queue.is_empty();
         let node = queue.register(0, waker);
         this.state = WaitState::Queued(node.clone());
-        // The first waiter sets WAITERS, then serves the queue from what is
-        // free: a slot released before the flag was set is found here.
-        // While the flag is set every release hands over, so no slot can
-        // come free behind a later waiter's back: it need not search.
+        // The first waiter sets WAITERS and marks the caches, then serves
+        // the queue from what they held and what is free: a slot released
+        // before the flag was set is found here. While the flag is set
+        // every release hands over, so no slot can come free behind a
+        // later waiter's back: it need not search.
         let wake = if first {
-            arena.flag_waiters(true);
-            arena.serve_waiters(handle.inner, &mut queue)
+            arena.start_waiting(handle.inner, &mut queue)
         } else {
             Vec::new()
         };
@@ -131,9 +131,7 @@ impl Drop for FixedAllocate<'_> {
         let arena = self.arena.inner();
         let mut queue = sync::lock(&arena.waiters);
         let cancelled = queue.cancel(node);
-        if queue.is_empty() {
-            arena.flag_waiters(false);
-        }
+        arena.stop_waiting_if_empty(&queue);
         drop(queue);
         // A grant we never picked up: releasing it hands it to the next
         // waiter, or back to the arena (outside the lock, as is dropping

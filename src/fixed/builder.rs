@@ -4,10 +4,11 @@
 //! Invariants established here: the bitmap has `slot_count.div_ceil(62)`
 //! words, the padding bits of the last word are set and stay set, and the
 //! region holds `slot_count * slot_capacity` bytes (checked not to
-//! overflow `isize`) before any lease can exist.
+//! overflow `isize`) before any lease can exist; the slot count fits the
+//! caches' run numbers (`MAX_SLOTS`).
 
+use core::ptr::NonNull;
 use std::num::NonZeroUsize;
-use std::ptr::NonNull;
 
 use crate::error::BuildError;
 use crate::region::MemoryConfig;
@@ -15,7 +16,8 @@ use crate::region::table::{try_box, try_table};
 use crate::sync::{AtomicU64, AtomicUsize};
 
 use super::FixedArena;
-use super::bitmap::{FLAGS, FixedInner, SLOTS_PER_WORD, Word};
+use super::FixedInner;
+use super::cache::{CachedBitmap, MAX_SLOTS};
 
 /// Configures and builds a [`FixedArena`]; from [`FixedArena::builder`] or
 /// [`FixedArena::builder_in`] (on memory the caller provides).
@@ -82,25 +84,19 @@ impl FixedArenaBuilder {
         };
         let total = slot_count
             .checked_mul(slot_capacity)
-            .filter(|&t| t <= isize::MAX as usize)
+            .filter(|&t| t <= isize::MAX as usize && slot_count <= MAX_SLOTS)
             .ok_or(overflow)?;
-        let n_words = slot_count.div_ceil(SLOTS_PER_WORD);
-        let used_in_last = slot_count - (n_words - 1) * SLOTS_PER_WORD;
-        let last_pad = !FLAGS & !((1u64 << used_in_last) - 1);
         let region = self
             .memory
             .reserve(total, slot_capacity, self.zero_on_release)?;
-        let words = try_table(n_words, |w| {
-            Word(AtomicU64::new(if w + 1 == n_words { last_pad } else { 0 }))
-        })?;
+        let slots = CachedBitmap::try_new(slot_count, CachedBitmap::default_shards())?;
         let releases = try_table(slot_count, |_| AtomicU64::new(0))?;
         let inner = try_box(FixedInner {
-            words,
+            slots,
             releases,
             region,
             slot_capacity,
             slot_count,
-            last_pad,
             auto_spill: self.auto_spill,
             zero_on_release: self.zero_on_release,
             handles: AtomicUsize::new(1),

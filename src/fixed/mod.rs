@@ -3,14 +3,18 @@
 //! The arena is split by concern; each file starts with the invariants it
 //! relies on and keeps:
 //!
-//! - `bitmap.rs`: the bitmap words, the shared state (`FixedInner`), claim
-//!   and release of one slot, the hand-over of a released slot to a waiter;
+//! - `bitmap.rs`: the bitmap words (which slots are free) and their
+//!   `WAITERS` and `CLOSED` flags;
+//! - `cache/`: the per-shard caches in front of the bitmap, which claim
+//!   and return slots a run of 31 at a time, so that a buffer filled on
+//!   one thread and dropped on another costs no shared write per buffer
+//!   (`docs/thread-cache.md`);
+//! - `shared.rs`: the shared state (`FixedInner`), leases and their
+//!   release, the hand-over of returned slots to waiting tasks;
 //! - `teardown.rs`: freeing the arena after the last handle and the last
 //!   lease, without a per-buffer reference count;
 //! - `allocate.rs`: the [`FixedAllocate`] future (feature `async-alloc`);
 //! - `builder.rs`: [`FixedArenaBuilder`], geometry checks and build;
-//! - `cache.rs`: the prototype of the sharded run caches (issue 14, not
-//!   wired in yet; `docs/thread-cache.md`);
 //! - this file: the [`FixedArena`] handle, `allocate`, metrics.
 
 use std::fmt;
@@ -29,18 +33,16 @@ use crate::sync::Ordering;
 mod allocate;
 mod bitmap;
 mod builder;
-// Prototype of the slot cache (issue 14), tested on its own until it is
-// wired in.
-#[allow(dead_code)]
-pub(crate) mod cache;
+mod cache;
+mod shared;
 mod teardown;
 #[cfg(all(test, not(arenabuf_loom)))]
 mod tests;
 
 #[cfg(feature = "async-alloc")]
 pub use allocate::FixedAllocate;
-pub(crate) use bitmap::{FixedInner, FixedLease};
 pub use builder::FixedArenaBuilder;
+pub(crate) use shared::{FixedInner, FixedLease};
 
 /// A pool of uniform slots with a lock-free claim.
 ///
@@ -112,7 +114,7 @@ impl FixedArena {
     #[inline]
     pub fn allocate(&self) -> Result<Buffer, AllocError> {
         let arena = self.inner();
-        let Some((word, bit)) = arena.claim(self.inner.as_ptr() as usize) else {
+        let Some(slot) = arena.claim(self.inner) else {
             let failures = arena.failures.fetch_add(1, Ordering::Relaxed) + 1;
             let reserved = arena.slot_count * arena.slot_capacity;
             arena.full.failed("fixed", reserved, failures);
@@ -120,7 +122,7 @@ impl FixedArena {
         };
         arena.full.succeeded();
         Ok(Buffer::from_lease(
-            arena.lease(self.inner, word, bit),
+            arena.lease(self.inner, slot),
             arena.auto_spill,
         ))
     }

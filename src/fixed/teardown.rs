@@ -5,16 +5,20 @@
 //! every core on every allocation). Instead:
 //!
 //! - handles ([`FixedArena`] clones) are counted in `handles`;
-//! - when the last handle drops, it stores `pending = words + 1` and sets
-//!   [`CLOSED`] in every word with `fetch_or`, counting the words that were
-//!   already empty; it then subtracts that count plus its own 1;
-//! - a release whose `fetch_and` returns a word with [`CLOSED`] set and
+//! - when the last handle drops, it first marks every cache handle closed
+//!   and returns the slots they held to the bitmap, and waits for runs in
+//!   flight between a cache and the bitmap to land (`cache/`): from then on
+//!   a set bit means a leased slot, and releases go straight to the words;
+//! - it then stores `pending = words + 1` and sets `CLOSED` in every word
+//!   with `fetch_or`, counting the words that were already empty, and
+//!   subtracts that count plus its own 1;
+//! - a release whose clearing RMW returns a word with `CLOSED` set and
 //!   leaves it empty subtracts 1.
 //!
 //! No slot can be claimed after the last handle is gone, so each word is
 //! counted exactly once, by the closer or by the release that empties it.
 //! Whoever brings `pending` to zero frees the arena. A release that does not
-//! empty a closed word touches nothing after its `fetch_and`.
+//! empty a closed word touches nothing after its clearing RMW.
 //!
 //! # Invariants
 //!
@@ -25,12 +29,12 @@
 //! - Whoever brings `pending` to zero frees the arena; nobody touches it
 //!   after returning their last count.
 
-use std::ptr::NonNull;
+use core::ptr::NonNull;
 
 use crate::sync::Ordering;
 
 use super::FixedArena;
-use super::bitmap::{CLOSED, FixedInner, WAITERS};
+use super::FixedInner;
 
 /// Frees the arena's state.
 ///
@@ -65,20 +69,13 @@ impl Drop for FixedArena {
         if self.inner().handles.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        // The last handle: close every word, count the empty ones, and
-        // return those counts plus our own (module docs).
+        // The last handle: empty the caches, close every word, count the
+        // empty ones, and return those counts plus our own (module docs).
         let arena = self.inner();
-        let n = arena.words.len();
+        arena.slots.close();
+        let n = arena.slots.bitmap.len();
         arena.pending.store(n + 1, Ordering::Relaxed);
-        let mut returned = 1;
-        for (w, word) in arena.words.iter().enumerate() {
-            // AcqRel: a release that sees CLOSED also sees `pending` above;
-            // we see every release that emptied the word before.
-            let prev = word.0.fetch_or(CLOSED, Ordering::AcqRel);
-            if prev & !WAITERS == arena.pad(w) {
-                returned += 1;
-            }
-        }
+        let returned = 1 + arena.slots.bitmap.close();
         // SAFETY: we hold `returned` counts: our own and the empty words'.
         unsafe { finish(self.inner, returned) }
     }

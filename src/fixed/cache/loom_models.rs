@@ -5,6 +5,7 @@ use loom::sync::atomic::AtomicBool;
 use loom::thread;
 
 use super::*;
+use crate::fixed::bitmap::SLOTS_PER_WORD;
 
 fn no_waiters(b: Batch) {
     panic!("no task waits, yet {b:?} was handed over");
@@ -31,7 +32,7 @@ fn cross_shard_release_and_allocate() {
             let (bm, held) = (bm.clone(), held.clone());
             thread::spawn(move || {
                 held[index(a)].store(false, Ordering::Relaxed);
-                bm.release(1, a, &mut no_waiters);
+                bm.release_slot(1, a, &mut no_waiters);
             })
         };
         let got = bm.allocate(0, &mut no_waiters);
@@ -63,7 +64,7 @@ fn release_races_waiting() {
             let bm = bm.clone();
             thread::spawn(move || {
                 let mut handed = Vec::new();
-                bm.release(1, s, &mut |b| handed.push(b));
+                bm.release_slot(1, s, &mut |b| handed.push(b));
                 handed.len()
             })
         };
@@ -94,13 +95,13 @@ fn close_races_release() {
         let b = bm.allocate(0, &mut no_waiters).unwrap();
         let t = {
             let bm = bm.clone();
-            thread::spawn(move || bm.release(1, a, &mut no_waiters))
+            thread::spawn(move || bm.release_slot(1, a, &mut no_waiters))
         };
-        bm.close(&mut no_waiters);
+        bm.close();
         t.join().unwrap();
         assert_eq!(bm.cached_slots(), 0);
         assert_eq!(bm.live_slots(), 1);
-        bm.release(0, b, &mut no_waiters);
+        bm.release_slot(0, b, &mut no_waiters);
         assert_eq!(bm.live_slots(), 0);
     });
 }

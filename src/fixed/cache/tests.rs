@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::*;
+use crate::fixed::bitmap::SLOTS_PER_WORD;
 
 fn no_waiters(b: Batch) {
     panic!("no task waits, yet {b:?} was handed over");
@@ -29,7 +30,7 @@ fn every_slot_once_then_full_then_all_back() {
         }
         assert_eq!(bm.live_slots(), slots);
         for (i, slot) in got.iter().enumerate() {
-            bm.release(i % 3, *slot, &mut no_waiters);
+            bm.release_slot(i % 3, *slot, &mut no_waiters);
         }
         assert_eq!(bm.live_slots(), 0, "cached slots are not live");
         assert!(bm.cached_slots() <= 3 * 31);
@@ -58,8 +59,8 @@ fn a_thread_gets_back_what_it_released() {
     let bm = CachedBitmap::new(1000, 4);
     let a = bm.allocate(2, &mut no_waiters).unwrap();
     let b = bm.allocate(2, &mut no_waiters).unwrap();
-    bm.release(2, b, &mut no_waiters);
-    bm.release(2, a, &mut no_waiters);
+    bm.release_slot(2, b, &mut no_waiters);
+    bm.release_slot(2, a, &mut no_waiters);
     // `alloc` still holds the refilled run; then the freed run comes.
     let mut seen = BTreeSet::new();
     for _ in 0..31 {
@@ -81,11 +82,11 @@ fn runs_freed_on_another_thread_come_back_whole_and_warm() {
     // The consumer releases word 0: each run goes back whole when the
     // next release is of another run.
     for s in &held[..31] {
-        bm.release(0, *s, &mut no_waiters);
+        bm.release_slot(0, *s, &mut no_waiters);
     }
     assert_eq!(bm.cached_slots(), 31);
     for s in &held[31..63] {
-        bm.release(0, *s, &mut no_waiters);
+        bm.release_slot(0, *s, &mut no_waiters);
     }
     assert_eq!(bm.cached_slots(), 1, "both runs of word 0 went back whole");
     // The producer's next run is the warm one, not word 50's next.
@@ -100,7 +101,7 @@ fn waiting_sends_every_cached_and_released_slot_to_the_queue() {
         .map(|_| bm.allocate(0, &mut no_waiters).unwrap())
         .collect();
     for s in &all[..5] {
-        bm.release(1, *s, &mut no_waiters);
+        bm.release_slot(1, *s, &mut no_waiters);
     }
     let mut handed = Vec::new();
     bm.set_waiting(true, &mut |b| handed.push(b));
@@ -108,7 +109,7 @@ fn waiting_sends_every_cached_and_released_slot_to_the_queue() {
     assert_eq!(collected, 5, "the cached slots go to the waiters");
     // A release while tasks wait is handed over, not cached.
     handed.clear();
-    bm.release(1, all[10], &mut |b| handed.push(b));
+    bm.release_slot(1, all[10], &mut |b| handed.push(b));
     assert_eq!(
         handed,
         [Batch {
@@ -119,7 +120,7 @@ fn waiting_sends_every_cached_and_released_slot_to_the_queue() {
     assert_eq!(bm.cached_slots(), 0);
     // Nothing was cleared: the waiters own those slots now.
     assert_eq!(bm.allocate(1, &mut no_waiters), None);
-    bm.clear(handed[0]);
+    bm.bitmap.clear(handed[0]);
     bm.set_waiting(false, &mut no_waiters);
     assert_eq!(bm.allocate(1, &mut no_waiters), Some(all[10]));
 }
@@ -131,20 +132,14 @@ fn close_returns_every_cached_slot_and_stops_caching() {
         .map(|i| bm.allocate(i % 4, &mut no_waiters).unwrap())
         .collect();
     for (i, s) in held[..50].iter().enumerate() {
-        bm.release(i % 4, *s, &mut no_waiters);
+        bm.release_slot(i % 4, *s, &mut no_waiters);
     }
-    bm.close(&mut no_waiters);
+    bm.close();
     assert_eq!(bm.cached_slots(), 0);
-    let set = |bm: &CachedBitmap| {
-        bm.words
-            .iter()
-            .enumerate()
-            .map(|(w, x)| (x.0.load(Ordering::Relaxed) & !FLAGS & !bm.pad(w)).count_ones())
-            .sum::<u32>()
-    };
+    let set = |bm: &CachedBitmap| bm.bitmap.set_slots();
     assert_eq!(set(&bm), 50, "only leased slots stay set");
     for (i, s) in held[50..].iter().enumerate() {
-        bm.release(i % 4, *s, &mut no_waiters);
+        bm.release_slot(i % 4, *s, &mut no_waiters);
     }
     assert_eq!(set(&bm), 0, "after close, releases go straight back");
 }
@@ -191,7 +186,7 @@ fn threads_hand_slots_across() {
                     };
                     let i = slot.word * SLOTS_PER_WORD + slot.bit as usize;
                     assert!(held[i].swap(false, Ordering::AcqRel));
-                    bm.release(c, slot, &mut no_waiters);
+                    bm.release_slot(c, slot, &mut no_waiters);
                 }
             })
         })
@@ -230,13 +225,13 @@ fn no_spurious_full_while_caches_could_hold_everything() {
                     } else if let Some(slot) = mine.pop() {
                         let k = slot.word * SLOTS_PER_WORD + slot.bit as usize;
                         assert!(held[k].swap(false, Ordering::AcqRel));
-                        bm.release((shard + 1) % 4, slot, &mut no_waiters);
+                        bm.release_slot((shard + 1) % 4, slot, &mut no_waiters);
                     }
                 }
                 for slot in mine {
                     let k = slot.word * SLOTS_PER_WORD + slot.bit as usize;
                     assert!(held[k].swap(false, Ordering::AcqRel));
-                    bm.release(t, slot, &mut no_waiters);
+                    bm.release_slot(t, slot, &mut no_waiters);
                 }
             })
         })
@@ -278,7 +273,7 @@ fn cross_thread_timing() {
     struct Lease(&'static CachedBitmap, Slot);
     impl Drop for Lease {
         fn drop(&mut self) {
-            self.0.release(1, self.1, &mut no_waiters);
+            self.0.release_slot(1, self.1, &mut no_waiters);
         }
     }
     for size in [256, 4096] {
