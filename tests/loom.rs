@@ -65,6 +65,28 @@ fn fixed_teardown_races_releases() {
     });
 }
 
+/// The last handle drops while a release on another thread swaps its slot
+/// into the slot cache and returns the run the cache held to the bitmap:
+/// the closer waits for that run to land, and the arena is freed exactly
+/// once, by the last release.
+#[test]
+fn fixed_teardown_races_cache_flush() {
+    loom::model(|| {
+        // 32 slots: run 0 holds slots 0..=30, run 1 slot 31 alone.
+        let arena = FixedArena::builder(nz(32), nz(1)).build().unwrap();
+        let mut held: Vec<_> = (0..32).map(|_| arena.allocate().unwrap()).collect();
+        assert_eq!(arena.allocate().unwrap_err(), AllocError::ArenaFull);
+        let last = held.pop().unwrap();
+        let first = held.remove(0);
+        // 30 slots of run 0 go into the cache.
+        drop(held);
+        let t = thread::spawn(move || drop(last));
+        drop(arena);
+        t.join().unwrap();
+        drop(first);
+    });
+}
+
 /// A released slot is seen free by a concurrent claimer, and the claimer
 /// sees the bytes it writes, not the previous holder's.
 #[test]

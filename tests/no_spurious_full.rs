@@ -153,3 +153,78 @@ fn fixed_spare_slots_straddling_bitmap_words_never_full() {
     assert_eq!(m.live_slots, 126 - spare);
     drop(held);
 }
+
+/// The server pattern: producer threads fill and freeze buffers and send
+/// them over a bounded channel to consumer threads that drop them, so every
+/// buffer is freed on another thread than the one that took it. At most
+/// `CAPACITY + 2 * THREADS` buffers are in flight, so with `slots` above
+/// that no allocation may fail, however the freeing threads' caches hold
+/// the slots.
+fn pipeline<A>(arena: &A, label: &str, allocate: fn(&A) -> Result<Buffer, AllocError>) -> usize
+where
+    A: Clone + Send + Sync + 'static,
+{
+    const CAPACITY: usize = 16;
+    let iters = per_thread() / 10;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(CAPACITY);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let producers: Vec<_> = (0..THREADS / 2)
+        .map(|t| {
+            let (arena, tx, label) = (arena.clone(), tx.clone(), label.to_owned());
+            thread::spawn(move || {
+                for i in 0..iters {
+                    let mut buf = allocate(&arena).unwrap_or_else(|e| {
+                        panic!("{label}: producer {t} iteration {i}: spurious {e:?}")
+                    });
+                    buf.put_slice(&[t as u8, i as u8]);
+                    tx.send(buf.freeze()).expect("consumers alive");
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let consumers: Vec<_> = (0..THREADS / 2)
+        .map(|_| {
+            let rx = Arc::clone(&rx);
+            thread::spawn(move || {
+                while let Ok(frame) = { rx.lock().expect("not poisoned").recv() } {
+                    assert_eq!(frame.len(), 2, "data corrupted");
+                    drop(frame);
+                }
+            })
+        })
+        .collect();
+    for t in producers.into_iter().chain(consumers) {
+        t.join().expect("worker panicked");
+    }
+    iters * (THREADS / 2)
+}
+
+#[test]
+fn fixed_freed_on_another_thread_never_full() {
+    // 62 slots: one bitmap word, fewer than the slot caches could hold.
+    for slots in [62, 200] {
+        let arena = FixedArena::builder(nz(slots), nz(64)).build().unwrap();
+        let n = pipeline(&arena, &format!("fixed, {slots} slots"), |a| a.allocate());
+        let m = arena.metrics();
+        assert_eq!(
+            (m.alloc_failure_count, m.alloc_count, m.live_slots),
+            (0, n as u64, 0),
+            "{m:?}"
+        );
+    }
+}
+
+#[test]
+fn buddy_freed_on_another_thread_never_full() {
+    let min = 64;
+    let arena = BuddyArena::builder(nz(min * 64), nz(min)).build().unwrap();
+    let n = pipeline(&arena, "buddy, 64 min blocks", |a| a.allocate(nz(16)));
+    let m = arena.metrics();
+    assert_eq!(
+        (m.alloc_failure_count, m.alloc_count, m.live_bytes),
+        (0, n as u64, 0),
+        "{m:?}"
+    );
+    assert_eq!(m.largest_free_block, min * 64);
+}

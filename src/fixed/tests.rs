@@ -50,6 +50,70 @@ fn teardown_waits_for_every_word() {
     drop(first); // frees the arena (miri checks for the leak or double free)
 }
 
+/// Buffers taken on this thread and dropped on others sit in those
+/// threads' slot caches: they count as free (not live) and are found
+/// before `ArenaFull`; the last handle returns them, and the arena is
+/// freed once, after the last buffer (miri checks the leak and the double
+/// free).
+#[test]
+fn threads_drop_buffers_into_caches_then_teardown() {
+    let arena = arena(100, 8);
+    let mut bufs: Vec<_> = (0..100)
+        .map(|_| arena.allocate().unwrap().freeze())
+        .collect();
+    let kept = bufs.split_off(90);
+    let droppers: Vec<_> = (0..3)
+        .map(|_| {
+            let chunk: Vec<_> = bufs.drain(..30).collect();
+            std::thread::spawn(move || drop(chunk))
+        })
+        .collect();
+    droppers.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(arena.metrics().live_slots, 10);
+    let again: Vec<_> = (0..90).map(|_| arena.allocate().unwrap()).collect();
+    assert_eq!(arena.allocate().unwrap_err(), AllocError::ArenaFull);
+    drop(again);
+    // Some slots are cached on this thread now, some on the (finished)
+    // dropper threads' shards; the last handle goes while 10 are leased.
+    drop(arena);
+    std::thread::spawn(move || drop(kept)).join().unwrap();
+}
+
+/// Two threads drop buffers whose slots alternate between runs, so that
+/// nearly every release swaps its slot into its cache and returns the run
+/// the cache held, while the last handle drops: the closer must wait for
+/// those runs to land, and the arena is freed once, by the last release
+/// (miri, with many schedules in CI, checks for use after free).
+#[test]
+fn threads_flush_caches_while_the_last_handle_drops() {
+    let rounds = if cfg!(miri) { 4 } else { 200 };
+    for _ in 0..rounds {
+        let arena = arena(124, 1);
+        let mut all: Vec<_> = (0..124).map(|_| arena.allocate().unwrap()).collect();
+        // Slot i of run 0 next to slot i of run 1, and so on.
+        let mut orders = [Vec::new(), Vec::new()];
+        for (i, buf) in all.drain(..).enumerate() {
+            orders[i % 2].push(buf);
+        }
+        for order in &mut orders {
+            let half = order.len() / 2;
+            let (a, b) = order.split_at_mut(half);
+            // Interleave the two halves: runs alternate on every drop.
+            for i in 0..a.len().min(b.len()) {
+                if i % 2 == 1 {
+                    std::mem::swap(&mut a[i], &mut b[i]);
+                }
+            }
+        }
+        let droppers: Vec<_> = orders
+            .into_iter()
+            .map(|order| std::thread::spawn(move || order.into_iter().for_each(drop)))
+            .collect();
+        drop(arena);
+        droppers.into_iter().for_each(|t| t.join().unwrap());
+    }
+}
+
 #[test]
 fn clones_share_one_arena() {
     let a = arena(1, 8);
