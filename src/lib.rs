@@ -91,6 +91,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Without `std` the crate is `no_std` + `alloc` (the crate docs' "no_std"
+// section). Unit tests always link std (threads, channels); the library
+// build without `std` is what proves the core needs none.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+
+extern crate alloc;
 
 mod buddy;
 mod buffer;

@@ -1,20 +1,37 @@
 //! A shim over the synchronisation primitives, so that the same allocator code
-//! runs under [loom](https://docs.rs/loom) (`RUSTFLAGS="--cfg arenabuf_loom"`) and in
-//! normal builds.
+//! runs under [loom](https://docs.rs/loom) (`RUSTFLAGS="--cfg arenabuf_loom"`), in
+//! normal builds, and without `std`.
 //!
 //! Everything that is shared between threads in the allocators goes through
-//! this module: atomics, mutexes, and the per-thread search hint.
+//! this module: atomics, mutexes, the per-thread search hint, and the abort on
+//! a handle-count overflow.
 //!
 //! The cfg is `arenabuf_loom`, not the usual `loom`: `--cfg loom` reaches every
 //! crate in the build, and dependencies with loom code of their own (tokio,
 //! for one) do not build with it.
+//!
+//! Without the `std` feature: atomics from `core`, [`Arc`] from `alloc`, a
+//! spin mutex from the `spin` crate (held only for the short, non-panicking
+//! sections of the buddy free lists), and no thread-locals: every thread has
+//! index 0 and no remembered word, so threads share one cache shard and one
+//! starting word. That costs contention, never correctness: every shard and
+//! cache update is a compare-exchange or made under a lock.
 
 #[cfg(not(arenabuf_loom))]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use alloc::sync::Arc;
 #[cfg(not(arenabuf_loom))]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
-pub(crate) use std::sync::{Arc, Mutex};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+#[cfg(all(not(arenabuf_loom), feature = "std"))]
+pub(crate) use std::sync::Mutex;
+
+/// The mutex of `no_std` builds: a spin lock. Its sections are short and
+/// never block, and it is never taken from an interrupt handler by this
+/// crate; code that drops arena buffers inside an interrupt handler that may
+/// preempt a holder on the same core would deadlock, as with any spin lock.
+#[cfg(all(not(arenabuf_loom), not(feature = "std")))]
+pub(crate) type Mutex<T> = spin::Mutex<T>;
 
 #[cfg(arenabuf_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -26,7 +43,7 @@ pub(crate) use loom::sync::{Arc, Mutex};
 ///
 /// Used to pick a counter shard and a thread's first bitmap word, so that
 /// threads on different cores touch different cache lines.
-#[cfg(not(arenabuf_loom))]
+#[cfg(all(not(arenabuf_loom), feature = "std"))]
 #[inline]
 pub(crate) fn thread_index() -> usize {
     use std::cell::Cell;
@@ -52,7 +69,7 @@ pub(crate) fn thread_index() -> usize {
 
 /// The bitmap word of arena `key` (one of `words` words) this thread last
 /// claimed from, if it remembers one.
-#[cfg(not(arenabuf_loom))]
+#[cfg(all(not(arenabuf_loom), feature = "std"))]
 #[inline]
 pub(crate) fn last_word(key: usize, words: usize) -> Option<usize> {
     let (k, w) = LAST_WORD.with(std::cell::Cell::get);
@@ -63,14 +80,14 @@ pub(crate) fn last_word(key: usize, words: usize) -> Option<usize> {
 /// (one of `words` words): the word it last claimed from in that arena, or a
 /// per-thread spread-out word. Only a starting point; searches cover every
 /// word.
-#[cfg(not(arenabuf_loom))]
+#[cfg(all(not(arenabuf_loom), feature = "std"))]
 pub(crate) fn word_hint(key: usize, words: usize) -> usize {
     last_word(key, words)
         .unwrap_or(((thread_index() as u128 * words as u128) >> usize::BITS) as usize)
 }
 
 /// Remembers that this thread last claimed from word `word` of arena `key`.
-#[cfg(not(arenabuf_loom))]
+#[cfg(all(not(arenabuf_loom), feature = "std"))]
 #[inline]
 pub(crate) fn set_word_hint(key: usize, word: usize) {
     LAST_WORD.with(|c| c.set((key, word)));
@@ -79,7 +96,7 @@ pub(crate) fn set_word_hint(key: usize, word: usize) {
 /// A pseudo-random word of `words` (> 0), from a per-thread xorshift
 /// generator: where a thread whose hint word is full probes next, so that
 /// threads do not all meet at the first word with room.
-#[cfg(not(arenabuf_loom))]
+#[cfg(all(not(arenabuf_loom), feature = "std"))]
 #[inline]
 pub(crate) fn random_word(words: usize) -> usize {
     PROBE.with(|state| {
@@ -95,32 +112,48 @@ pub(crate) fn random_word(words: usize) -> usize {
     })
 }
 
-#[cfg(not(arenabuf_loom))]
-thread_local! {
+#[cfg(all(not(arenabuf_loom), feature = "std"))]
+std::thread_local! {
     static LAST_WORD: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
     static PROBE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 // Under loom every thread starts at word 0 and shares shard 0: the models are
 // about the atomic protocol, a fixed start makes the claim races as tight as
-// possible, and loom needs every execution to be deterministic.
-#[cfg(arenabuf_loom)]
+// possible, and loom needs every execution to be deterministic. Without `std`
+// (no thread-locals) every thread is thread 0 too, and probes words from a
+// shared counter.
+#[cfg(any(arenabuf_loom, not(feature = "std")))]
+#[inline]
 pub(crate) fn thread_index() -> usize {
     0
 }
-#[cfg(arenabuf_loom)]
+#[cfg(any(arenabuf_loom, not(feature = "std")))]
+#[inline]
 pub(crate) fn last_word(_key: usize, _words: usize) -> Option<usize> {
     None
 }
-#[cfg(arenabuf_loom)]
+#[cfg(any(arenabuf_loom, not(feature = "std")))]
+#[inline]
 pub(crate) fn word_hint(_key: usize, _words: usize) -> usize {
     0
 }
-#[cfg(arenabuf_loom)]
+#[cfg(any(arenabuf_loom, not(feature = "std")))]
+#[inline]
 pub(crate) fn set_word_hint(_key: usize, _word: usize) {}
 #[cfg(arenabuf_loom)]
 pub(crate) fn random_word(_words: usize) -> usize {
     0
+}
+/// A word of `words` (> 0) to probe next: without thread-locals, the
+/// multiples of the golden ratio from one shared counter (Weyl sequence),
+/// so that successive probes, from any threads, spread over the bitmap.
+#[cfg(all(not(arenabuf_loom), not(feature = "std")))]
+#[inline]
+pub(crate) fn random_word(words: usize) -> usize {
+    static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let x = NEXT.fetch_add(0x9E37_79B9_7F4A_7C15, core::sync::atomic::Ordering::Relaxed);
+    ((u128::from(x) * words as u128) >> 64) as usize
 }
 
 /// The clock of the buddy arena's head windows. A unit test may freeze
@@ -152,8 +185,10 @@ pub(crate) fn advance_clock(by: std::time::Duration) {
 /// move of cached slots retries after this (`cache.rs`).
 #[allow(dead_code)]
 pub(crate) fn yield_now() {
-    #[cfg(not(arenabuf_loom))]
+    #[cfg(all(not(arenabuf_loom), feature = "std"))]
     std::thread::yield_now();
+    #[cfg(all(not(arenabuf_loom), not(feature = "std")))]
+    core::hint::spin_loop();
     #[cfg(arenabuf_loom)]
     loom::thread::yield_now();
 }
@@ -162,13 +197,46 @@ pub(crate) fn yield_now() {
 ///
 /// The allocator state behind our mutexes is only ever updated by short,
 /// non-panicking sections, so a poisoned lock still guards consistent data.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
-    #[cfg(not(arenabuf_loom))]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> impl core::ops::DerefMut<Target = T> + '_ {
+    #[cfg(all(not(arenabuf_loom), feature = "std"))]
     {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    #[cfg(all(not(arenabuf_loom), not(feature = "std")))]
+    {
+        m.lock()
     }
     #[cfg(arenabuf_loom)]
     {
         m.lock().unwrap()
+    }
+}
+
+/// Ends the process at once: a handle count about to overflow (more than
+/// `isize::MAX` handles, which only leaked handles can reach), where going
+/// on could free memory still in use.
+///
+/// With `std`, [`std::process::abort`]. Without it there is no stable
+/// abort in `core`, so this panics while a guard whose `Drop` panics is
+/// live: under `panic = "abort"` (the usual `no_std` setting) the first
+/// panic ends the program through the panic handler, which never returns;
+/// if panics unwind, the second panic, raised during the unwinding, aborts.
+/// Either way no code after the overflow runs with the count wrapped.
+#[cold]
+pub(crate) fn abort() -> ! {
+    #[cfg(feature = "std")]
+    {
+        std::process::abort()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        struct PanicOnDrop;
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                panic!("arenabuf: handle count overflow");
+            }
+        }
+        let _guard = PanicOnDrop;
+        panic!("arenabuf: handle count overflow")
     }
 }

@@ -40,7 +40,8 @@
 //! - After its clearing RMW a release touches the arena only if it emptied a
 //!   closed word (`teardown.rs`).
 
-use std::ptr::NonNull;
+use alloc::boxed::Box;
+use core::ptr::NonNull;
 
 use crate::buffer::{Home, Lease};
 use crate::region::{Region, scrub};

@@ -6,8 +6,9 @@
 //! region holds `slot_count * slot_capacity` bytes (checked not to
 //! overflow `isize`) before any lease can exist.
 
-use std::num::NonZeroUsize;
-use std::ptr::NonNull;
+use alloc::boxed::Box;
+use core::num::NonZeroUsize;
+use core::ptr::NonNull;
 
 use crate::error::BuildError;
 use crate::region::MemoryConfig;

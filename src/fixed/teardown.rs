@@ -25,7 +25,8 @@
 //! - Whoever brings `pending` to zero frees the arena; nobody touches it
 //!   after returning their last count.
 
-use std::ptr::NonNull;
+use alloc::boxed::Box;
+use core::ptr::NonNull;
 
 use crate::sync::Ordering;
 

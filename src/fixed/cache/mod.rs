@@ -59,6 +59,7 @@
 //! through the release sequence of RMWs: its CAS into `freed`, the CAS that
 //! empties `freed`, the CAS that clears the word, the claim that sets it.
 
+use alloc::boxed::Box;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// Bitmap flag: no handle left; the arena is being torn down.
@@ -275,7 +276,7 @@ impl CachedBitmap {
             if before.0 == 0 && after.0 == 0 && before.1 == after.1 {
                 return None;
             }
-            std::hint::spin_loop();
+            core::hint::spin_loop();
             crate::sync::yield_now();
         }
     }
@@ -366,7 +367,7 @@ impl CachedBitmap {
         let n = self.words.len();
         let recent = self.recent.load(Ordering::Relaxed) % n;
         let start = shard * n / self.shards.len();
-        let candidates = std::iter::once(recent).chain((0..n).map(|i| (start + i) % n));
+        let candidates = core::iter::once(recent).chain((0..n).map(|i| (start + i) % n));
         for w in candidates {
             let word = &self.words[w].0;
             let cur = word.load(Ordering::SeqCst);
