@@ -25,7 +25,8 @@ pub enum HugePages {
     /// Transparent huge pages: the mapping is aligned to the huge page size
     /// and advised with `madvise(MADV_HUGEPAGE)`, which the kernel accepted.
     /// The kernel backs it with huge pages where it can;
-    /// [`RegionInfo::transparent_huge_bytes`] says how much it did.
+    /// `transparent_huge_bytes()` on [`RegionInfo`] (Linux) says how much
+    /// it did.
     Transparent,
     /// Explicit huge pages from the reserved pool (`MAP_HUGETLB`): every
     /// page is a [`RegionInfo::page_size`] huge page.
