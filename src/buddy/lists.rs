@@ -11,8 +11,9 @@
 //! - `free_bytes` is the sum of the sizes of the linked blocks;
 //! - every operation is O(max_order) and allocates nothing.
 
-use super::cache::{CLOSED_SLOT, WAIT_SLOT};
 use alloc::boxed::Box;
+
+use super::cache::{CLOSED_SLOT, WAIT_SLOT};
 
 /// Most minimum blocks an arena may have (indices are `u32`, with two
 /// values kept for markers); also bounds `max_order` to 31.

@@ -59,8 +59,9 @@
 //! through the release sequence of RMWs: its CAS into `freed`, the CAS that
 //! empties `freed`, the CAS that clears the word, the claim that sets it.
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use alloc::boxed::Box;
+
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// Bitmap flag: no handle left; the arena is being torn down.
 pub(crate) const CLOSED: u64 = 1 << 63;
