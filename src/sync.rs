@@ -34,6 +34,7 @@ pub(crate) use std::sync::Mutex;
 pub(crate) type Mutex<T> = spin::Mutex<T>;
 
 #[cfg(arenabuf_loom)]
+#[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(arenabuf_loom)]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
