@@ -200,3 +200,21 @@ fn threads_share_the_no_std_arenas_without_overlap() {
     let all: Vec<_> = (0..6).map(|_| fixed.allocate().unwrap()).collect();
     assert_eq!(all.len(), 6);
 }
+
+#[test]
+fn auto_spill_moves_to_the_heap_and_frees_the_slot() {
+    let arena = FixedArena::builder(nz(1), nz(16))
+        .auto_spill()
+        .build()
+        .unwrap();
+    let mut buf = arena.allocate().unwrap();
+    buf.put_slice(b"0123456789");
+    buf.put_slice(b"abcdefghij"); // 20 bytes: more than the slot holds
+    assert!(buf.is_spilled());
+    assert_eq!(arena.metrics().live_slots, 0);
+    assert_eq!(arena.metrics().spill_count, 1);
+    // The slot is free again while the spilled buffer lives on.
+    let other = arena.allocate().unwrap();
+    assert_eq!(&buf.freeze()[..], b"0123456789abcdefghij");
+    drop(other);
+}
