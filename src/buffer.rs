@@ -9,9 +9,9 @@
 //! memory back. With auto-spill, a write that does not fit moves the written
 //! bytes to a heap [`BytesMut`] and drops the lease at once.
 
-use std::fmt;
-use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -82,7 +82,7 @@ impl AsRef<[u8]> for Frozen {
         // SAFETY: the first `len` bytes of the lease were written through the
         // `Buffer` before it was frozen (`len <= cap`), and a frozen lease is
         // never written again.
-        unsafe { std::slice::from_raw_parts(self.lease.ptr.as_ptr(), self.len) }
+        unsafe { core::slice::from_raw_parts(self.lease.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -240,7 +240,7 @@ impl Deref for Buffer {
             // SAFETY: the first `len` bytes of the lease have been written
             // (`advance_mut` and `put_slice` only count written bytes).
             Repr::Arena { lease, len } => unsafe {
-                std::slice::from_raw_parts(lease.ptr.as_ptr(), *len)
+                core::slice::from_raw_parts(lease.ptr.as_ptr(), *len)
             },
             Repr::Heap(b) => b,
         }
@@ -254,7 +254,7 @@ impl DerefMut for Buffer {
             // SAFETY: as in `deref`; `&mut self` makes the access exclusive
             // and the lease's bytes belong to this buffer alone.
             Repr::Arena { lease, len } => unsafe {
-                std::slice::from_raw_parts_mut(lease.ptr.as_ptr(), *len)
+                core::slice::from_raw_parts_mut(lease.ptr.as_ptr(), *len)
             },
             Repr::Heap(b) => b,
         }
@@ -323,7 +323,7 @@ unsafe impl BufMut for Buffer {
                 // is a shared borrow so it cannot overlap the lease's spare
                 // (never shared) memory.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(
+                    core::ptr::copy_nonoverlapping(
                         src.as_ptr(),
                         lease.ptr.as_ptr().add(*len),
                         src.len(),
@@ -494,7 +494,7 @@ mod tests {
         // SAFETY: the callers only use this on zero-on-release arenas, whose
         // memory is zeroed at build and on every release, so it is
         // initialised.
-        unsafe { std::slice::from_raw_parts(chunk.as_mut_ptr(), chunk.len()) }.to_vec()
+        unsafe { core::slice::from_raw_parts(chunk.as_mut_ptr(), chunk.len()) }.to_vec()
     }
 
     #[test]

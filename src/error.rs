@@ -2,6 +2,7 @@
 //! configuration. (The codecs' own errors, framing configuration included,
 //! are in `codec`.)
 
+use alloc::string::String;
 use thiserror::Error;
 
 /// Why an allocation failed.

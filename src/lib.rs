@@ -41,7 +41,8 @@
 //!   mapped with a `PagePolicy` (feature `mmap`), or provided by the
 //!   caller), [`RegionInfo`] (base, length and pages, for registering it
 //!   with the kernel), the memory options of the builders and the nearest
-//!   valid buddy geometry; `sync`: the loom shim;
+//!   valid buddy geometry; `sync`: the loom and `no_std` shim (atomics,
+//!   mutexes, per-thread hints);
 //! - `wait` (feature `async-alloc`): the FIFO queue behind
 //!   `allocate_async`, which hands released capacity to waiting tasks;
 //! - `source` (feature `async-alloc`): [`BufferSource`], what the I/O
@@ -62,6 +63,23 @@
 //!
 //! Items behind a feature say which one in their docs (and on docs.rs, where
 //! every feature is built, in a badge).
+//!
+//! # `no_std`
+//!
+//! The default feature `std` can be turned off (`default-features = false`):
+//! the crate is then `#![no_std]` and needs only `alloc` (a global
+//! allocator) and 64-bit atomics with compare-and-swap (`x86_64-unknown-none`
+//! is built in CI; `thumbv7em` targets lack 64-bit atomics). What stays: both
+//! arenas, [`Buffer`] and its `freeze()` into `Bytes`, [`Region::from_static`]
+//! and [`Region::from_raw_parts`] with [`Dealloc`], the geometry helpers,
+//! the metrics and [`write_prometheus`], and the errors (which implement
+//! `core::error::Error`). What changes: the buddy free lists are behind a
+//! spin lock (the `spin` crate), threads get no per-thread search hints or
+//! cache shards (they all start at the same word: more contention, never a
+//! wrong answer), and a handle-count overflow ends the program by a panic
+//! that panics again while unwinding instead of `std::process::abort`.
+//! Every other feature (`async-alloc` and the I/O layers above it,
+//! `tracing`, `mmap`) implies `std`.
 
 // The module map links to feature-gated items: to the item when its feature
 // is on, otherwise to the docs.rs page (built with every feature), so a
@@ -91,6 +109,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Without `std` the crate is `no_std` + `alloc` (the crate docs' "no_std"
+// section). Unit tests always link std (threads, channels); the library
+// build without `std` is what proves the core needs none.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+
+extern crate alloc;
 
 mod buddy;
 mod buffer;

@@ -1,7 +1,7 @@
 //! Metrics snapshots, their Prometheus text rendering, and the sharded
 //! counter that keeps counting off the shared cache lines of the hot path.
 
-use std::fmt;
+use core::fmt;
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -264,7 +264,7 @@ pub(crate) struct ShardedCounter {
 impl ShardedCounter {
     pub(crate) fn new() -> Self {
         Self {
-            shards: std::array::from_fn(|_| Shard(AtomicU64::new(0))),
+            shards: core::array::from_fn(|_| Shard(AtomicU64::new(0))),
         }
     }
 

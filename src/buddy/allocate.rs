@@ -33,8 +33,8 @@
 //! [`AllocError::ArenaFull`](crate::AllocError::ArenaFull) while tasks
 //! wait, rather than take memory a waiter is owed.
 
-use std::fmt;
-use std::num::NonZeroUsize;
+use core::fmt;
+use core::num::NonZeroUsize;
 
 use crate::buffer::Buffer;
 use crate::error::AllocError;

@@ -12,7 +12,8 @@
 //!   goes to the lock frees the arena if it sees `closed` and all memory
 //!   free (`teardown.rs`).
 
-use std::ptr::NonNull;
+use alloc::boxed::Box;
+use core::ptr::NonNull;
 
 use crate::buffer::{Home, Lease};
 use crate::error::AllocError;

@@ -6,8 +6,9 @@
 //! blocks, the free lists start with the whole region as one block of the
 //! top order, and every cache slot is empty.
 
-use std::num::NonZeroUsize;
-use std::ptr::NonNull;
+use alloc::boxed::Box;
+use core::num::NonZeroUsize;
+use core::ptr::NonNull;
 
 use crate::error::BuildError;
 use crate::metrics::ShardedCounter;

@@ -11,6 +11,8 @@
 //! - `free_bytes` is the sum of the sizes of the linked blocks;
 //! - every operation is O(max_order) and allocates nothing.
 
+use alloc::boxed::Box;
+
 use super::cache::{CLOSED_SLOT, WAIT_SLOT};
 
 /// Most minimum blocks an arena may have (indices are `u32`, with two

@@ -49,9 +49,9 @@
 //! - `builder.rs`: [`BuddyArenaBuilder`], geometry checks and build;
 //! - this file: the [`BuddyArena`] handle, `allocate`, metrics.
 
-use std::fmt;
-use std::num::NonZeroUsize;
-use std::ptr::NonNull;
+use core::fmt;
+use core::num::NonZeroUsize;
+use core::ptr::NonNull;
 
 use crate::buffer::Buffer;
 use crate::error::AllocError;
@@ -285,7 +285,7 @@ impl Clone for BuddyArena {
         let old = self.inner().handles.fetch_add(1, Ordering::Relaxed);
         if old > isize::MAX as usize {
             // As `Arc` does: wrapping around would free the arena in use.
-            std::process::abort();
+            crate::sync::abort();
         }
         Self { inner: self.inner }
     }

@@ -15,7 +15,8 @@
 //! - the arena is freed by exactly one party: whoever, under the lock, sees
 //!   `closed` and `free_bytes == total_size`, after unlocking.
 
-use std::ptr::NonNull;
+use alloc::boxed::Box;
+use core::ptr::NonNull;
 
 use crate::sync::{self, Ordering};
 

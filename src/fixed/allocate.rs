@@ -5,7 +5,7 @@
 //! up is released (handed on) when it is dropped; its fast path is the same
 //! claim as `allocate()`.
 
-use std::fmt;
+use core::fmt;
 
 use crate::buffer::Buffer;
 use crate::sync;

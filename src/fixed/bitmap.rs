@@ -29,6 +29,8 @@
 //! - After [`CLOSED`] is set, whoever empties a word owns its teardown
 //!   count ([`Bitmap::give_back`] and [`Bitmap::clear`] report it).
 
+use alloc::boxed::Box;
+
 use crate::sync::{AtomicU64, Ordering};
 
 /// Slots covered by one bitmap word.
@@ -179,6 +181,7 @@ impl Bitmap {
     }
 
     /// Sets or clears [`WAITERS`] in every word (under the queue lock).
+    #[cfg(feature = "async-alloc")]
     pub(crate) fn flag_waiters(&self, on: bool) {
         for word in self.words.iter() {
             if on {

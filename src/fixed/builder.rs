@@ -7,8 +7,9 @@
 //! overflow `isize`) before any lease can exist; the slot count fits the
 //! caches' run numbers (`MAX_SLOTS`).
 
+use alloc::boxed::Box;
+use core::num::NonZeroUsize;
 use core::ptr::NonNull;
-use std::num::NonZeroUsize;
 
 use crate::error::BuildError;
 use crate::region::MemoryConfig;

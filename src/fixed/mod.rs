@@ -17,9 +17,9 @@
 //! - `builder.rs`: [`FixedArenaBuilder`], geometry checks and build;
 //! - this file: the [`FixedArena`] handle, `allocate`, metrics.
 
-use std::fmt;
-use std::num::NonZeroUsize;
-use std::ptr::NonNull;
+use core::fmt;
+use core::num::NonZeroUsize;
+use core::ptr::NonNull;
 
 use crate::buffer::Buffer;
 use crate::error::AllocError;
@@ -242,7 +242,7 @@ impl Clone for FixedArena {
         if old > isize::MAX as usize {
             // As `Arc` does: a count this high means handles are leaked in a
             // loop; wrapping around would free the arena while in use.
-            std::process::abort();
+            crate::sync::abort();
         }
         Self { inner: self.inner }
     }

@@ -22,6 +22,7 @@
 //! - The first waiter marks the caches and sets `WAITERS` under the queue
 //!   lock; the queue takes the marks out when it empties, under the lock.
 
+use alloc::boxed::Box;
 use core::ptr::NonNull;
 
 use crate::buffer::{Home, Lease};

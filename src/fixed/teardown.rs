@@ -29,6 +29,7 @@
 //! - Whoever brings `pending` to zero frees the arena; nobody touches it
 //!   after returning their last count.
 
+use alloc::boxed::Box;
 use core::ptr::NonNull;
 
 use crate::sync::Ordering;

@@ -1,8 +1,8 @@
 //! What the builders hold about the memory until `build()`, the builder
 //! methods that choose it, and the arenas' region getters.
 
-use std::fmt;
-use std::num::NonZeroUsize;
+use core::fmt;
+use core::num::NonZeroUsize;
 
 use super::{Region, RegionInfo};
 use crate::buddy::{BuddyArena, BuddyArenaBuilder};

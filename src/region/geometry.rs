@@ -1,7 +1,7 @@
 //! The nearest valid buddy geometry, for callers who would rather round
 //! than handle [`BuildError::TotalNotPowerOfTwoMultiple`](crate::BuildError).
 
-use std::num::NonZeroUsize;
+use core::num::NonZeroUsize;
 
 use crate::buddy::{BuddyArena, BuddyArenaBuilder, MAX_BLOCKS};
 

@@ -25,7 +25,8 @@ pub enum HugePages {
     /// Transparent huge pages: the mapping is aligned to the huge page size
     /// and advised with `madvise(MADV_HUGEPAGE)`, which the kernel accepted.
     /// The kernel backs it with huge pages where it can;
-    /// [`RegionInfo::transparent_huge_bytes`] says how much it did.
+    /// `transparent_huge_bytes()` on [`RegionInfo`] (Linux) says how much
+    /// it did.
     Transparent,
     /// Explicit huge pages from the reserved pool (`MAP_HUGETLB`): every
     /// page is a [`RegionInfo::page_size`] huge page.
@@ -46,7 +47,7 @@ pub enum HugePages {
 /// and `Bytes` drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionInfo {
-    pub(super) base: std::ptr::NonNull<u8>,
+    pub(super) base: core::ptr::NonNull<u8>,
     pub(super) len: usize,
     pub(super) source: RegionSource,
     pub(super) page_size: Option<usize>,
@@ -130,7 +131,10 @@ impl RegionInfo {
     ///
     /// Reading `/proc/self/smaps` failed (no procfs), or it has no mapping
     /// for the region.
-    #[cfg(target_os = "linux")]
+    ///
+    /// Needs the `std` feature (on by default).
+    #[cfg(all(feature = "std", target_os = "linux"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "std", target_os = "linux"))))]
     pub fn transparent_huge_bytes(&self) -> std::io::Result<usize> {
         let smaps = std::fs::read_to_string("/proc/self/smaps")?;
         let start = self.base.as_ptr() as usize;

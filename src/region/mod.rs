@@ -15,9 +15,9 @@
 //!   `build()` reports `OutOfMemory` instead of aborting;
 //! - `geometry`: the nearest valid buddy geometry.
 
-use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
-use std::fmt;
-use std::ptr::NonNull;
+use alloc::alloc::{Layout, alloc, alloc_zeroed, dealloc};
+use core::fmt;
+use core::ptr::NonNull;
 
 use crate::error::BuildError;
 
@@ -279,8 +279,8 @@ fn base_page_size() -> Option<usize> {
 pub(crate) unsafe fn scrub(ptr: NonNull<u8>, len: usize) {
     // SAFETY: guaranteed by the caller.
     unsafe { ptr.as_ptr().write_bytes(0, len) };
-    std::hint::black_box(ptr);
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    core::hint::black_box(ptr);
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
 impl Drop for Region {
@@ -291,7 +291,7 @@ impl Drop for Region {
             Backing::Heap(layout) => unsafe { dealloc(self.ptr.as_ptr(), *layout) },
             Backing::Static => {}
             Backing::Caller { base, len, dealloc } => {
-                if let Dealloc::Callback(callback) = std::mem::replace(dealloc, Dealloc::None) {
+                if let Dealloc::Callback(callback) = core::mem::replace(dealloc, Dealloc::None) {
                     callback(*base, *len);
                 }
             }

@@ -1,8 +1,9 @@
 //! Regions on memory the caller provides: a `&'static mut [u8]`, or any
 //! pointer and length with a [`Dealloc`] strategy.
 
-use std::fmt;
-use std::ptr::NonNull;
+use alloc::boxed::Box;
+use core::fmt;
+use core::ptr::NonNull;
 
 use super::{Backing, HugePages, Region};
 

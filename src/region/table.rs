@@ -3,8 +3,10 @@
 //! reports [`BuildError::OutOfMemory`] when the allocator cannot provide it,
 //! where `vec![..]`, `collect()` and `Box::new` would abort the process.
 
-use std::alloc::{Layout, alloc};
-use std::ptr::NonNull;
+use alloc::alloc::{Layout, alloc};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
 
 use crate::error::BuildError;
 

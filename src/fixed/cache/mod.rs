@@ -61,11 +61,12 @@
 //! takes it or empties `freed`, the CAS that clears the word, the claim
 //! that sets it.
 
+use alloc::boxed::Box;
+use core::ptr::NonNull;
+
 use crate::error::BuildError;
 use crate::region::table::try_table;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
-
-use core::ptr::NonNull;
 
 use super::bitmap::{Batch, Bitmap, Returned, Slot, WAITERS, return_bits};
 
@@ -140,11 +141,11 @@ impl CachedBitmap {
     }
 
     /// Shards for this machine: about four per CPU, a power of two (one
-    /// under loom, whose threads all have index 0).
+    /// under loom and without `std`, where every thread has index 0).
     pub(crate) fn default_shards() -> usize {
-        #[cfg(arenabuf_loom)]
+        #[cfg(any(arenabuf_loom, not(feature = "std")))]
         return 1;
-        #[cfg(not(arenabuf_loom))]
+        #[cfg(all(not(arenabuf_loom), feature = "std"))]
         std::thread::available_parallelism()
             .map_or(4, |n| n.get().saturating_mul(4))
             .clamp(1, 256)
@@ -394,6 +395,7 @@ impl CachedBitmap {
     /// (`on`) or the last one stops: sets or clears `WAITERS` in every
     /// word, and puts markers in every handle (collecting what they held
     /// into `hand`) or takes them out.
+    #[cfg(feature = "async-alloc")]
     pub(crate) fn set_waiting(&self, on: bool, hand: &mut impl FnMut(Batch)) {
         if on {
             self.bitmap.flag_waiters(true);
