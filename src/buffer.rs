@@ -113,6 +113,13 @@ enum Repr {
 /// ([`is_spilled`](Buffer::is_spilled) turns true and the arena's
 /// `spill_count` goes up by one).
 ///
+/// `BufMut::remaining_mut` follows from that: without auto-spill it is the
+/// room left in the arena memory (`capacity() - len()`); with it, the buffer
+/// can grow like a `BytesMut`, so it is `isize::MAX - len()`, and a loop such
+/// as `while buf.has_remaining_mut() { reader.read_buf(&mut buf) }` keeps
+/// spilling to the heap. To stay in arena memory, read while
+/// `buf.len() < buf.capacity()`.
+///
 /// ```
 /// use std::num::NonZeroUsize;
 /// use arenabuf::FixedArena;

@@ -74,9 +74,8 @@
 //! and [`Region::from_raw_parts`] with [`Dealloc`], the geometry helpers,
 //! the metrics and [`write_prometheus`], and the errors (which implement
 //! `core::error::Error`). What changes: the buddy free lists are behind a
-//! spin lock (the `spin` crate), threads get no per-thread search hints or
-//! cache shards (they all start at the same word: more contention, never a
-//! wrong answer), and a handle-count overflow ends the program by a panic
+//! spin lock (the `spin` crate), threads get no cache shards of their own
+//! (they all share one: more contention, never a wrong answer), and a handle-count overflow ends the program by a panic
 //! that panics again while unwinding instead of `std::process::abort`.
 //! Every other feature (`async-alloc` and the I/O layers above it,
 //! `tracing`, `mmap`) implies `std`.

@@ -34,7 +34,8 @@ pub struct FixedMetrics {
     pub reserved_bytes: usize,
     /// Tasks waiting in `allocate_async` now (feature `async-alloc`).
     pub waiting_tasks: usize,
-    /// Allocations that had to wait for capacity (feature `async-alloc`).
+    /// Waits that queued for capacity (feature `async-alloc`), whether they
+    /// were served or cancelled (a dropped future, a timeout) since.
     pub wait_count: u64,
 }
 
@@ -68,7 +69,8 @@ pub struct BuddyMetrics {
     pub largest_free_block: usize,
     /// Tasks waiting in `allocate_async` now (feature `async-alloc`).
     pub waiting_tasks: usize,
-    /// Allocations that had to wait for capacity (feature `async-alloc`).
+    /// Waits that queued for capacity (feature `async-alloc`), whether they
+    /// were served or cancelled (a dropped future, a timeout) since.
     pub wait_count: u64,
 }
 
@@ -114,8 +116,8 @@ pub struct ArenaMetrics {
     pub reserved_bytes: usize,
     /// Tasks waiting for memory now (feature `async-alloc`; 0 without).
     pub waiting_tasks: usize,
-    /// Allocations that had to wait for memory (feature `async-alloc`; 0
-    /// without).
+    /// Waits that queued for memory, served or cancelled since (feature
+    /// `async-alloc`; 0 without).
     pub wait_count: u64,
 }
 
@@ -189,7 +191,7 @@ const FAMILIES: [(&str, &str, &str, fn(&ArenaMetrics) -> u64); 7] = [
     (
         "arenabuf_waits_total",
         "counter",
-        "Allocations that had to wait for arena memory.",
+        "Waits that queued for arena memory (served or cancelled).",
         |m| m.wait_count,
     ),
 ];
@@ -255,7 +257,7 @@ const SHARDS: usize = 16;
 struct Shard(AtomicU64);
 
 /// A counter split over cache-line-sized shards: each thread adds to the
-/// shard its search hint picks, so threads on different cores do not contend
+/// shard its thread index picks, so threads on different cores do not contend
 /// on one line. Reading sums the shards.
 pub(crate) struct ShardedCounter {
     shards: [Shard; SHARDS],

@@ -111,7 +111,10 @@ macro_rules! memory_methods {
         /// buffers first use them.
         ///
         /// On a caller-provided region this writes a zero into every page.
-        /// [`RegionInfo::prefaulted`] reports it.
+        /// [`RegionInfo::prefaulted`] reports it. Pages are the region's
+        /// page size ([`RegionInfo::page_size`]); where the arena cannot ask
+        /// the system (without feature `mmap`, off Unix, without `std`) it
+        /// writes every 4096 bytes.
         pub fn prefault(mut self) -> Self {
             self.memory.prefault = true;
             self

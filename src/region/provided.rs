@@ -56,6 +56,29 @@ impl Region {
     /// assert_eq!(arena.slot_count(), 16); // derived from the region
     /// # Ok::<(), arenabuf::BuildError>(())
     /// ```
+    ///
+    /// A `static` pool, as on a `no_std` target. A `[u8; N]` is only
+    /// 1-aligned: to ask for aligned buffers (`buffer_alignment`), put the
+    /// array in a `#[repr(align(..))]` type, or the build answers
+    /// [`BuildError::RegionMisaligned`](crate::BuildError::RegionMisaligned).
+    ///
+    /// ```
+    /// use core::num::NonZeroUsize;
+    /// use arenabuf::{FixedArena, Region};
+    ///
+    /// #[repr(align(64))]
+    /// struct Pool([u8; 16 * 1024]);
+    /// static mut POOL: Pool = Pool([0; 16 * 1024]);
+    ///
+    /// // SAFETY: taken once, at start-up, before anything else can reach
+    /// // `POOL`; nothing else ever names it.
+    /// let pool: &'static mut [u8] = unsafe { &mut (*&raw mut POOL).0 };
+    /// let arena = FixedArena::builder_in(Region::from_static(pool), NonZeroUsize::new(1024).unwrap())
+    ///     .buffer_alignment(NonZeroUsize::new(64).unwrap())
+    ///     .build()?;
+    /// assert_eq!(arena.slot_count(), 16);
+    /// # Ok::<(), arenabuf::BuildError>(())
+    /// ```
     pub fn from_static(memory: &'static mut [u8]) -> Self {
         let len = memory.len();
         Self {

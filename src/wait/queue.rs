@@ -75,7 +75,7 @@ impl Waiters {
         self.live
     }
 
-    /// Allocations that had to wait, since the arena was built.
+    /// Waits that queued (served or cancelled), since the arena was built.
     pub(crate) fn wait_count(&self) -> u64 {
         self.wait_count
     }
