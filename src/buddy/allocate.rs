@@ -17,9 +17,11 @@
 //!    window lasts `HEAD_WINDOW` (2 ms), each next one twice the last, up
 //!    to 64 ms; open windows last 2 ms.
 //! 3. A waiter that fits free memory but must wait for a reserved window
-//!    to end is woken to *tick*: its task polls the arena until the window
-//!    opens (one such task at a time), so no timer is needed and it is
-//!    served then, even if nothing else happens in the arena.
+//!    to end is woken to *tick*: its task arms a timer for the moment the
+//!    next open window starts (`futures-timer`: one global timer thread,
+//!    no runtime needed) and looks again then (one such task at a time),
+//!    so it is served then even if nothing else happens in the arena,
+//!    without polling in between.
 //!
 //! Why: strict first-come-first-served (the earlier rule) wedges a server
 //! when the head's block is pinned by memory whose owner waits *behind* the
@@ -57,6 +59,8 @@ pub struct BuddyAllocate<'a> {
     pub(super) arena: crate::wait::ArenaRef<'a, BuddyArena>,
     pub(super) len: NonZeroUsize,
     pub(super) state: crate::wait::WaitState,
+    /// While this waiter ticks: the timer of the head's next open window.
+    pub(super) tick: Option<futures_timer::Delay>,
 }
 
 #[cfg(feature = "async-alloc")]
@@ -67,6 +71,7 @@ impl BuddyAllocate<'static> {
             arena: crate::wait::ArenaRef::Owned(arena),
             len,
             state: crate::wait::WaitState::Start,
+            tick: None,
         }
     }
 }
@@ -118,13 +123,16 @@ impl BuddyAllocate<'_> {
             let mut lease = node.poll(cx.waker());
             if lease.is_none() && node.is_ticking() {
                 // We fit memory reserved for a stuck head: look again, in
-                // case its window has opened, and keep polling until then.
+                // case its window has opened, and else sleep until it does.
                 let mut lists = sync::lock(&arena.lists);
                 let wake = arena.serve_waiters(handle.inner, &mut lists);
+                let until_open = lists.stuck_head.and_then(|s| s.until_open());
                 drop(lists);
                 lease = node.take_grant();
                 if lease.is_none() && node.is_ticking() {
-                    cx.waker().wake_by_ref();
+                    arm_tick(&mut this.tick, until_open, cx);
+                } else {
+                    this.tick = None;
                 }
                 crate::wait::wake_all(wake);
             }
@@ -165,6 +173,32 @@ impl BuddyAllocate<'_> {
         };
         crate::wait::wake_all(wake);
         poll
+    }
+}
+
+/// Sleeps until the stuck head's next open window (`until_open` from now;
+/// `None`: no clock, under loom): one wake-up then, not a poll per turn of
+/// the executor.
+#[cfg(feature = "async-alloc")]
+fn arm_tick(
+    tick: &mut Option<futures_timer::Delay>,
+    until_open: Option<std::time::Duration>,
+    cx: &mut std::task::Context<'_>,
+) {
+    use std::future::Future;
+
+    let Some(until_open) = until_open else {
+        *tick = None;
+        return;
+    };
+    // A window opening within a millisecond is as good as open: sleep that
+    // long rather than poll in a loop.
+    let mut timer = futures_timer::Delay::new(until_open.max(std::time::Duration::from_millis(1)));
+    if std::pin::Pin::new(&mut timer).poll(cx).is_ready() {
+        cx.waker().wake_by_ref();
+        *tick = None;
+    } else {
+        *tick = Some(timer);
     }
 }
 

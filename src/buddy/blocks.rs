@@ -216,24 +216,34 @@ impl StuckHead {
 
     /// Whether the head's current window is an open one.
     fn is_open(&self) -> bool {
-        let (Some(since), Some(now)) = (self.since, Self::now()) else {
-            return false;
-        };
+        self.until_open() == Some(std::time::Duration::ZERO)
+    }
+
+    /// How long until the head's next open window starts: zero while one is
+    /// open, `None` without a clock (loom).
+    pub(super) fn until_open(&self) -> Option<std::time::Duration> {
+        use std::time::Duration;
+
+        let (since, now) = (self.since?, Self::now()?);
         let mut t = now.saturating_duration_since(since);
         let mut reserved = HEAD_WINDOW;
         loop {
             if t < reserved {
-                return false;
+                return Some(reserved - t);
             }
             t -= reserved;
             if t < HEAD_WINDOW {
-                return true;
+                return Some(Duration::ZERO);
             }
             t -= HEAD_WINDOW;
             if reserved >= MAX_RESERVED_WINDOW {
                 // Periodic from here on.
                 let period = (reserved + HEAD_WINDOW).as_nanos();
-                return t.as_nanos() % period >= reserved.as_nanos();
+                let into = t.as_nanos() % period;
+                let left = reserved.as_nanos().saturating_sub(into);
+                return Some(Duration::from_nanos(
+                    u64::try_from(left).unwrap_or(u64::MAX),
+                ));
             }
             reserved *= 2;
         }

@@ -207,10 +207,18 @@ impl BuddyArena {
     /// `async-alloc`).
     ///
     /// Fails at once with [`AllocError::RequestTooLarge`] if `len` can never
-    /// fit. Otherwise resolves when the block is available; waiting tasks
+    /// fit. Otherwise resolves when the block is available. Waiting tasks
     /// are served in arrival order, except that a head waiter whose block
-    /// cannot be carved yet does not hold up those behind it forever (see
-    /// the `allocate` module docs: the head's reserved and open windows).
+    /// cannot be carved yet does not hold up those behind it forever: from
+    /// the moment it is stuck, time alternates between *reserved* windows
+    /// (memory released goes to the head; those behind it get only what
+    /// was free when it got stuck) of 2 ms, doubling up to 64 ms, and
+    /// *open* windows of 2 ms (those behind it get whatever fits). So a
+    /// large request is not starved by a churn of small ones, and a small
+    /// one that fits free memory waits at most one reserved window (64 ms)
+    /// plus scheduling. Such a waiter sleeps until the window opens (one
+    /// timed wake-up from `futures-timer`'s global timer thread); it does
+    /// not poll in between.
     /// Cancellation-safe: dropping the future gives up its place, and a block
     /// already handed to it goes to the next waiter or back to the arena.
     #[cfg(feature = "async-alloc")]
@@ -219,6 +227,7 @@ impl BuddyArena {
             arena: crate::wait::ArenaRef::Borrowed(self),
             len,
             state: crate::wait::WaitState::Start,
+            tick: None,
         }
     }
 

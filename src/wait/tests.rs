@@ -235,6 +235,59 @@ fn buddy_holder_behind_head_is_served_when_the_window_opens() {
     assert_buddy_all_free(&arena);
 }
 
+/// A waiter that fits free memory but is held by a reserved window does not
+/// poll in a loop (which burnt a core and took the arena's lock on every
+/// turn while a head was stuck): a poll arms a timer for the window's
+/// opening, and the task is woken then, by the timer's thread, not before.
+#[test]
+#[cfg_attr(miri, ignore = "a real timer thread and a real sleep")]
+fn buddy_ticking_waiter_sleeps_until_the_window_opens() {
+    advance_clock(Duration::ZERO);
+    let arena = BuddyArena::builder(nz(128), nz(16)).build().unwrap();
+    let a = arena.allocate(nz(16)).unwrap();
+    let mut head = Box::pin(arena.allocate_async(nz(128)));
+    assert!(poll(head.as_mut()).is_pending());
+    let spend: Vec<_> = (0..7).map(|_| arena.allocate_async(nz(16))).collect();
+    let spent: Vec<_> = spend
+        .into_iter()
+        .map(|f| {
+            let mut f = Box::pin(f);
+            let Poll::Ready(Ok(b)) = poll(f.as_mut()) else {
+                panic!("within the allowance");
+            };
+            b
+        })
+        .collect();
+    drop(spent);
+    let (c_flag, c_waker) = flag();
+    let mut c = Box::pin(arena.allocate_async(nz(16)));
+    assert!(poll_with(c.as_mut(), &c_waker).is_pending());
+    assert!(c_flag.0.swap(false, Ordering::SeqCst), "woken to tick");
+    for _ in 0..3 {
+        // The window is still reserved (the clock is frozen): each poll
+        // arms the timer and does not wake the task itself.
+        assert!(poll_with(c.as_mut(), &c_waker).is_pending());
+        assert!(
+            !c_flag.0.load(Ordering::SeqCst),
+            "no self-wake while the window is reserved"
+        );
+    }
+    // The timer wakes it once the window's time has passed (a hang guard,
+    // not a timing check).
+    let start = std::time::Instant::now();
+    while !c_flag.0.load(Ordering::SeqCst) {
+        assert!(start.elapsed() < Duration::from_secs(60), "never woken");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    advance_clock(HEAD_WINDOW);
+    let Poll::Ready(Ok(c_buf)) = poll_with(c.as_mut(), &c_waker) else {
+        panic!("the window opened: served");
+    };
+    drop((a, c_buf));
+    assert!(matches!(poll(head.as_mut()), Poll::Ready(Ok(_))));
+    assert_buddy_all_free(&arena);
+}
+
 /// Reserved windows grow (2, 4, 8 ... ms, up to 64) between open ones of
 /// one window each.
 #[test]
