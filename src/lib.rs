@@ -33,33 +33,33 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # Module map
+//! # What is where
 //!
-//! - `fixed`, `buddy`: the allocators (with their invariants written down);
-//! - `buffer`: [`Buffer`], its `BufMut` writes, auto-spill and `freeze`;
-//! - `region`: the arena memory itself: [`Region`] (reserved by the arena,
-//!   mapped with a `PagePolicy` (feature `mmap`), or provided by the
-//!   caller), [`RegionInfo`] (base, length and pages, for registering it
-//!   with the kernel), the memory options of the builders and the nearest
-//!   valid buddy geometry; `sync`: the loom and `no_std` shim (atomics,
-//!   mutexes, per-thread hints);
-//! - `wait` (feature `async-alloc`): the FIFO queue behind
-//!   `allocate_async`, which hands released capacity to waiting tasks;
-//! - `source` (feature `async-alloc`): [`BufferSource`], what the I/O
-//!   adapters allocate from;
+//! - The allocators: [`FixedArena`] and [`BuddyArena`], their builders
+//!   ([`FixedArenaBuilder`], [`BuddyArenaBuilder`]) and, with feature
+//!   `async-alloc`, their waiting futures (`FixedAllocate`,
+//!   `BuddyAllocate`: first come, first served, cancellation-safe).
+//! - [`Buffer`]: its `BufMut` writes, auto-spill and [`Buffer::freeze`].
+//! - The memory: [`Region`] (reserved by the arena, mapped with a
+//!   `PagePolicy` with feature `mmap`, or provided by the caller with
+//!   [`Dealloc`]) and [`RegionInfo`] (base, length and pages, for
+//!   registering the memory with the kernel).
+//! - [`BufferSource`] (feature `async-alloc`): what the I/O layers allocate
+//!   from; both arenas implement it.
 //! - [`codec`] (feature `codec`): drop-in `tokio_util` codecs whose frames
-//!   are arena `Bytes`;
-//! - [`io`] (feature `io`): `ArenaReader`, reading any `AsyncRead` into
-//!   arena buffers with zero-copy frames and backpressure;
+//!   are arena `Bytes`.
+//! - [`io`] (feature `io`): reading any `AsyncRead` into arena buffers, with
+//!   zero-copy frames and backpressure.
 //! - [`tower`] (feature `tower`): `ArenaBodyLayer`, collecting HTTP request
-//!   bodies into arena memory in front of any tower/hyper/axum service;
-//! - `metrics`: snapshots ([`FixedMetrics`], [`BuddyMetrics`], and
-//!   [`ArenaMetrics`], the fields both share) and
-//!   [`write_prometheus`], the Prometheus text format;
-//! - `trace` (feature `tracing`): the events operators see in their logs
-//!   (an arena becoming full, a slow wait for memory); without the feature
-//!   its macros compile to nothing;
-//! - `error`: typed errors.
+//!   bodies into arena memory in front of any tower/hyper/axum service.
+//! - Metrics: [`FixedMetrics`], [`BuddyMetrics`], [`ArenaMetrics`] (the
+//!   fields both share) and [`write_prometheus`] (the Prometheus text
+//!   format). With feature `tracing`, the arenas log an arena becoming full
+//!   and slow waits for memory.
+//! - Errors: [`AllocError`], [`BuildError`].
+//!
+//! How the source is laid out, and the invariants each part keeps, is in
+//! `docs/architecture.md` of the repository.
 //!
 //! Items behind a feature say which one in their docs (and on docs.rs, where
 //! every feature is built, in a badge).
