@@ -6,8 +6,9 @@
 //! whatever peers send. An arena reserves its memory once and hands it out
 //! in pieces:
 //!
-//! - [`FixedArena`]: uniform slots, claimed with one atomic operation on a
-//!   lock-free bitmap. The fastest choice when one size fits.
+//! - [`FixedArena`]: uniform slots, usually one atomic operation on a cache
+//!   line of the calling thread's own to claim or release. The fastest
+//!   choice when one size fits.
 //! - [`BuddyArena`]: power-of-two blocks from one region, split on demand and
 //!   merged again on release. For sizes that vary.
 //!
