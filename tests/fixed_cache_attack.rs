@@ -165,8 +165,17 @@ fn storm(arena: &FixedArena, slots: usize, producers: usize, droppers: usize) ->
 /// After a storm: the counters tell the truth, and every slot can be taken
 /// again from this one thread (whatever the other threads' caches hold).
 fn check_quiescent(arena: &FixedArena, slots: usize, allocations: usize) {
+    check_quiescent_after_failures(arena, slots, allocations, 0);
+}
+
+fn check_quiescent_after_failures(
+    arena: &FixedArena,
+    slots: usize,
+    allocations: usize,
+    failures: u64,
+) {
     let m = arena.metrics();
-    assert_eq!(m.alloc_failure_count, 0, "{slots} slots: {m:?}");
+    assert_eq!(m.alloc_failure_count, failures, "{slots} slots: {m:?}");
     assert_eq!(m.alloc_count, allocations as u64, "{slots} slots: {m:?}");
     assert_eq!(m.live_slots, 0, "{slots} slots: {m:?}");
     let all: Vec<Buffer> = (0..slots)
@@ -177,7 +186,8 @@ fn check_quiescent(arena: &FixedArena, slots: usize, allocations: usize) {
         })
         .collect();
     assert_eq!(arena.allocate().unwrap_err(), AllocError::ArenaFull);
-    assert_eq!(arena.metrics().live_slots, slots);
+    let m = arena.metrics();
+    assert_eq!((m.live_slots, m.alloc_failure_count), (slots, failures + 1));
     drop(all);
     assert_eq!(arena.metrics().live_slots, 0);
 }
@@ -478,4 +488,96 @@ fn waiters_fed_by_cross_thread_releases_with_cancellations_finish() {
         assert_eq!((m.waiting_tasks, m.alloc_failure_count), (0, 0), "{m:?}");
         check_quiescent(&arena, slots, m.alloc_count as usize);
     }
+}
+
+/// More threads than slots, each taking what it can and handing it to
+/// another thread to drop: `ArenaFull` is a fair answer here, but every
+/// call must return (a failing allocation retries while it sees runs
+/// moving between caches and the bitmap; churn must not keep it there).
+/// Prints the slowest call (`--nocapture`), asserts nothing on time.
+#[test]
+fn oversubscribed_arena_every_call_returns() {
+    for slots in [1, 31, 62] {
+        let arena = FixedArena::builder(nz(slots), nz(16)).build().unwrap();
+        let (tx, rx) = mpsc::channel::<Buffer>();
+        let rx = Arc::new(Mutex::new(rx));
+        let droppers: Vec<_> = (0..2)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                thread::spawn(move || {
+                    while let Ok(buf) = { rx.lock().unwrap().recv() } {
+                        drop(buf);
+                    }
+                })
+            })
+            .collect();
+        let n = iters();
+        let workers: Vec<_> = (0..many_threads())
+            .map(|_| {
+                let (arena, tx) = (arena.clone(), tx.clone());
+                thread::spawn(move || {
+                    let (mut ok, mut full, mut slowest) = (0u64, 0u64, Duration::ZERO);
+                    for i in 0..n {
+                        let start = Instant::now();
+                        let got = arena.allocate();
+                        slowest = slowest.max(start.elapsed());
+                        match got {
+                            Ok(buf) if i % 2 == 0 => {
+                                ok += 1;
+                                tx.send(buf).unwrap();
+                            }
+                            Ok(buf) => {
+                                ok += 1;
+                                drop(buf);
+                            }
+                            Err(AllocError::ArenaFull) => full += 1,
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                    (ok, full, slowest)
+                })
+            })
+            .collect();
+        drop(tx);
+        let start = Instant::now();
+        let (mut ok, mut full, mut slowest) = (0, 0, Duration::ZERO);
+        for w in workers {
+            while !w.is_finished() {
+                assert!(start.elapsed() < HANG_GUARD, "hang guard: {slots} slots");
+                thread::sleep(Duration::from_millis(5));
+            }
+            let (o, f, s) = w.join().unwrap();
+            (ok, full, slowest) = (ok + o, full + f, slowest.max(s));
+        }
+        droppers.into_iter().for_each(|d| d.join().unwrap());
+        println!("{slots} slots: {ok} ok, {full} full, slowest call {slowest:?}");
+        check_quiescent_after_failures(&arena, slots, ok as usize, full);
+    }
+}
+
+thread_local! {
+    static KEPT: std::cell::RefCell<Vec<Buffer>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept in thread-locals are released while their threads exit
+/// (during thread-local destruction): the release must still work there,
+/// and every slot is found again afterwards.
+#[test]
+fn buffers_released_by_thread_local_destructors() {
+    let slots = 63;
+    let arena = FixedArena::builder(nz(slots), nz(8)).build().unwrap();
+    for _ in 0..4 {
+        let mut all: Vec<Buffer> = (0..slots).map(|_| arena.allocate().unwrap()).collect();
+        let threads: Vec<_> = (0..many_threads())
+            .map(|_| {
+                let take = all.len().min(5);
+                let mine: Vec<Buffer> = all.drain(..take).collect();
+                thread::spawn(move || KEPT.with(|k| k.borrow_mut().extend(mine)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        drop(all);
+        assert_eq!(arena.metrics().live_slots, 0);
+    }
+    check_quiescent(&arena, slots, 4 * slots);
 }
