@@ -108,7 +108,9 @@ impl FixedInner {
         self.slots.set_waiting(true, &mut |b| batches.push(b));
         let mut wake = Vec::new();
         for batch in batches {
-            self.grant(this, queue, batch, &mut wake);
+            // A waiter holds a handle: no word is closed.
+            let closed = self.grant(this, queue, batch, &mut wake);
+            debug_assert!(!closed);
         }
         while let Some((class, _)) = queue.head() {
             let Some(slot) = self.slots.bitmap.claim_one(0) else {
@@ -129,15 +131,17 @@ impl FixedInner {
     }
 
     /// Under the queue lock: grants the slots of `batch` to head waiters
-    /// and clears the rest.
+    /// and clears the rest. Returns whether that emptied a closed word:
+    /// the caller then owns its teardown count (see [`hand_over`]).
     #[cfg(feature = "async-alloc")]
+    #[must_use]
     fn grant(
         &self,
         this: NonNull<FixedInner>,
         queue: &mut crate::wait::Waiters,
         batch: Batch,
         wake: &mut Vec<crate::wait::Wake>,
-    ) {
+    ) -> bool {
         let mut rest = batch.mask;
         while rest != 0 {
             let Some((class, _)) = queue.head() else {
@@ -151,22 +155,21 @@ impl FixedInner {
             };
             wake.push(queue.grant(class, self.lease(this, slot)));
         }
-        if rest != 0 {
-            // Waiting futures hold handles, so no word is closed while a
-            // batch is handed over: this never owes a teardown count.
-            let closed = self.slots.bitmap.clear(Batch {
+        // Nobody waits for the rest. That can be the last hold on a closed
+        // arena: between a release meeting `WAITERS` and its hand-over, the
+        // last waiter may cancel and the last handle drop.
+        rest != 0
+            && self.slots.bitmap.clear(Batch {
                 word: batch.word,
                 mask: rest,
-            });
-            debug_assert!(!closed);
-        }
+            })
     }
 }
 
 /// What the caches call with slots that met `WAITERS`: the hand-over to
 /// the queue (no lock may be held by the caller).
 #[inline]
-fn hand(this: NonNull<FixedInner>) -> impl FnMut(Batch) {
+pub(super) fn hand(this: NonNull<FixedInner>) -> impl FnMut(Batch) {
     move |batch| {
         #[cfg(feature = "async-alloc")]
         hand_over(this, batch);
@@ -185,22 +188,33 @@ fn hand(this: NonNull<FixedInner>) -> impl FnMut(Batch) {
 ///
 /// Takes a pointer: once the queue lock is dropped, a waiter may cancel,
 /// release what it was granted and drop the last handle, so the arena may
-/// be freed before this returns (it only wakes tasks by then).
+/// be freed before this returns (it only wakes tasks by then). And before
+/// we lock, the last waiter may have cancelled and the last handle
+/// dropped: then the batch may be the last thing in a closed word, and
+/// clearing it owes that word's teardown count, which this returns
+/// after unlocking.
 #[cfg(feature = "async-alloc")]
 #[cold]
 #[inline(never)]
 fn hand_over(this: NonNull<FixedInner>, batch: Batch) {
-    let wake = {
+    let (wake, emptied_closed) = {
         // SAFETY: the batch's bits are set until it is granted or cleared
-        // under the queue lock, so the arena is alive until we unlock; this
+        // under the queue lock, so the arena is alive until we unlock (or
+        // until we return the count that clearing them won); this
         // reference is not used after that.
         let arena = unsafe { this.as_ref() };
         let mut queue = sync::lock(&arena.waiters);
         let mut wake = Vec::new();
-        arena.grant(this, &mut queue, batch, &mut wake);
+        let emptied_closed = arena.grant(this, &mut queue, batch, &mut wake);
         arena.stop_waiting_if_empty(&queue);
-        wake
+        (wake, emptied_closed)
     };
+    if emptied_closed {
+        // SAFETY: clearing the batch emptied a closed word: its count in
+        // `pending` is ours to return, and we touch the arena no more
+        // (the wakers below are the tasks', not the arena's).
+        unsafe { finish(this, 1) }
+    }
     crate::wait::wake_all(wake);
 }
 

@@ -203,3 +203,113 @@ fn sizes_that_overflow_are_build_errors() {
     assert!(matches!(err, BuildError::FixedSizeOverflow { .. }), "{err}");
     assert!(err.to_string().contains("overflow"));
 }
+
+/// Runs `f` on a thread; fails if it has not returned within a generous
+/// hang guard (a deadlock or a spin turned into a failure).
+fn returns(what: &str, f: impl FnOnce() + Send + 'static) {
+    let worker = std::thread::spawn(f);
+    let start = std::time::Instant::now();
+    while !worker.is_finished() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "hang guard: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    worker.join().expect("no panic");
+}
+
+/// A release that met `WAITERS` hands its slot over under the queue lock.
+/// If, before it gets the lock, the last waiter cancels and the last handle
+/// drops, the slot is the last one in a closed word: the hand-over finds
+/// nobody to grant it to, clears it and owes that word's teardown count.
+/// (It used to assert that this cannot happen and drop the count: a panic
+/// in debug builds, the whole arena leaked in release builds.) The release
+/// is cut at that point here to force the interleaving; miri checks that
+/// the arena is freed exactly once.
+#[cfg(feature = "async-alloc")]
+#[test]
+fn hand_over_after_the_last_waiter_and_handle_left_frees_the_arena() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    use super::bitmap::{Batch, Returned, return_bits};
+
+    let arena = arena(1, 4);
+    let held = arena.allocate().unwrap();
+    let mut waiter = Box::pin(arena.allocate_async());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(waiter.as_mut().poll(&mut cx).is_pending());
+    // `held`'s release, up to its hand-over: the word has `WAITERS`, so
+    // the bit stays set, to be granted under the queue lock.
+    let inner = arena.inner;
+    std::mem::forget(held);
+    {
+        let bitmap = &arena.inner().slots.bitmap;
+        let met = return_bits(bitmap.at(0), 1, bitmap.pad(0));
+        assert!(matches!(met, Returned::Waiting));
+    }
+    // Meanwhile the waiter gives up and the last handle goes.
+    drop(waiter);
+    drop(arena);
+    // The hand-over: nobody waits; the slot was the last hold on the arena.
+    shared::hand(inner)(Batch { word: 0, mask: 1 });
+}
+
+/// While tasks wait, a run a cache still holds (the marks go in one shard
+/// at a time) can meet `WAITERS` on its way back to the bitmap, inside a
+/// *move*; its slots are handed to waiters, whose wakers run user code.
+/// That code must not run inside the move: a panicking waker used to leave
+/// the move in flight forever, and the last handle's drop then spun forever
+/// waiting for it (as would a failing allocation on that arena). The
+/// window between the flag and the marks is forced here.
+#[cfg(feature = "async-alloc")]
+#[test]
+fn a_panicking_waker_woken_by_a_returned_run_leaves_no_move_in_flight() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Panics;
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("this waker panics");
+        }
+    }
+
+    let arena = arena(62, 1);
+    let mut all: Vec<Buffer> = (0..62).map(|_| arena.allocate().unwrap()).collect();
+    all.sort_by_key(|b| b.as_ptr() as usize);
+    let in_run_1 = all.pop().unwrap();
+    let in_run_0 = all.remove(0);
+    let waker = Waker::from(Arc::new(Panics));
+    let mut waiter = Box::pin(arena.allocate_async());
+    assert!(
+        waiter
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    {
+        // A waiter, `WAITERS` set, this shard's handles not marked yet.
+        let slots = &arena.inner().slots;
+        slots.set_waiting(false, &mut |_| {});
+        slots.bitmap.flag_waiters(true);
+    }
+    drop(in_run_0); // parks in this thread's `freed` handle
+    // Returns run 0 (it meets `WAITERS`: handed to the waiter, woken).
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(in_run_1)));
+    assert!(dropped.is_err(), "the waker's panic reaches the releaser");
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(buf) = waiter.as_mut().poll(&mut cx) else {
+        panic!("the waiter was granted the returned slot");
+    };
+    drop((buf, waiter, all));
+    let a2 = arena.clone();
+    returns("an allocation on a full arena", move || {
+        let held: Vec<_> = (0..62).map(|_| a2.allocate().unwrap()).collect();
+        assert_eq!(a2.allocate().unwrap_err(), AllocError::ArenaFull);
+        drop(held);
+    });
+    returns("the last handle's drop", move || drop(arena));
+}
