@@ -165,7 +165,7 @@ impl Future for FixedWait {
                     Poll::Ready(Ok(buf))
                 }
                 Poll::Pending => {
-                    this.timer.pending();
+                    this.timer.pending(cx);
                     Poll::Pending
                 }
             },
@@ -239,7 +239,7 @@ impl Future for BuddyWait {
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                this.timer.pending();
+                this.timer.pending(cx);
                 Poll::Pending
             }
         }

@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | `WARN` | `arena full` | an allocation fails with `ArenaFull` and the arena had not reported full since its last successful `allocate()` (edge-triggered: one event per episode, not one per failure) | `arena` (`"fixed"`/`"buddy"`), `reserved_bytes`, `alloc_failure_count` |
 //! | `WARN` | `slow wait for arena memory` | a wait through [`BufferSource::allocate_wait`](crate::BufferSource::allocate_wait) (what the codecs, `ArenaReader` and the tower layer use) that lasted at least the threshold ends, served or cancelled | `arena`, `len` (bytes asked for), `waited_ms`, `outcome` (`"served"`, `"failed"` or `"cancelled"`) |
+//! | `WARN` | `still waiting for arena memory` | a wait through `allocate_wait` has lasted the threshold and is not served yet (once per wait; a timer wakes the task then, so a wait that never ends is reported too) | `arena`, `len`, `waited_ms` |
 //!
 //! The threshold is 1 s; [`set_slow_wait_threshold`] changes it.
 //!
@@ -122,6 +123,13 @@ pub(crate) struct WaitTimer {
     arena: &'static str,
     #[cfg(feature = "tracing")]
     len: usize,
+    /// Until the wait has lasted the threshold: the timer that wakes the
+    /// task then, to report a wait that is still not served.
+    #[cfg(all(feature = "tracing", feature = "async-alloc"))]
+    alarm: Option<futures_timer::Delay>,
+    /// Whether the `still waiting` event was emitted.
+    #[cfg(feature = "tracing")]
+    reported: bool,
 }
 
 #[cfg_attr(not(feature = "async-alloc"), allow(dead_code))]
@@ -137,15 +145,57 @@ impl WaitTimer {
             arena,
             #[cfg(feature = "tracing")]
             len,
+            #[cfg(all(feature = "tracing", feature = "async-alloc"))]
+            alarm: None,
+            #[cfg(feature = "tracing")]
+            reported: false,
         }
     }
 
-    /// The wait was polled and is not served yet.
+    /// The wait was polled (with `cx`) and is not served yet. The first
+    /// time, starts the clock and a timer for the threshold; once the wait
+    /// has lasted that long, reports that it still waits.
     #[inline]
-    pub(crate) fn pending(&mut self) {
+    #[cfg(feature = "async-alloc")]
+    pub(crate) fn pending(&mut self, cx: &mut core::task::Context<'_>) {
         #[cfg(feature = "tracing")]
-        if self.since.is_none() {
+        self.pending_traced(cx);
+        #[cfg(not(feature = "tracing"))]
+        let _ = cx;
+    }
+
+    #[cfg(all(feature = "tracing", feature = "async-alloc"))]
+    fn pending_traced(&mut self, cx: &mut core::task::Context<'_>) {
+        use std::future::Future;
+
+        let threshold = Duration::from_nanos(SLOW_WAIT_NANOS.load(Ordering::Relaxed));
+        let Some(since) = self.since else {
             self.since = Some(Instant::now());
+            if threshold != Duration::MAX && !cfg!(miri) {
+                // One wake-up at the threshold (a global timer thread; not
+                // under miri, where that thread would outlive a test).
+                let mut alarm = futures_timer::Delay::new(threshold);
+                if std::pin::Pin::new(&mut alarm).poll(cx).is_pending() {
+                    self.alarm = Some(alarm);
+                }
+            }
+            return;
+        };
+        if let Some(alarm) = &mut self.alarm {
+            if std::pin::Pin::new(alarm).poll(cx).is_ready() {
+                self.alarm = None;
+            }
+        }
+        let waited = since.elapsed();
+        if !self.reported && waited >= threshold {
+            self.reported = true;
+            event!(
+                warn,
+                "still waiting for arena memory",
+                arena = self.arena,
+                len = self.len,
+                waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            );
         }
     }
 

@@ -1,7 +1,8 @@
 //! The `tracing` feature's events: `arena full` once per episode (not per
-//! failure), and `slow wait for arena memory` when a wait through
-//! `BufferSource::allocate_wait` lasted past the threshold, and the tower
-//! layer's 413/503 answers.
+//! failure), `slow wait for arena memory` when a wait through
+//! `BufferSource::allocate_wait` lasted past the threshold, `still waiting
+//! for arena memory` while such a wait lasts, and the tower layer's 413/503
+//! answers.
 //!
 //! A small recording subscriber (tracing's own `Subscriber` trait, no
 //! extra crate) collects the events of this thread.
@@ -188,6 +189,32 @@ fn slow_waits_are_reported_when_they_end() {
             assert_eq!(slow[2].field("arena"), Some("buddy"));
             assert_eq!(slow[2].field("len"), Some("300"));
             assert_eq!(slow[2].field("outcome"), Some("served"));
+
+            // A wait that is never served is reported while it waits: it is
+            // polled only when woken, and a timer wakes it at the threshold.
+            // (With the zero threshold above, waits polled twice before being
+            // served were reported already.)
+            let before = recorder.messages("still waiting for arena memory").len();
+            arenabuf::set_slow_wait_threshold(Duration::from_millis(20));
+            let hold = fixed.allocate().unwrap();
+            let waiting = tokio::spawn(fixed.allocate_wait(nz(10)));
+            tokio::time::timeout(hang_guard, async {
+                while recorder.messages("still waiting for arena memory").len() == before {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("a wait that is never served is reported");
+            let still = recorder.messages("still waiting for arena memory");
+            assert_eq!(still.len(), before + 1, "{still:?}");
+            let still = &still[before];
+            assert_eq!(still.field("arena"), Some("fixed"));
+            assert_eq!(still.field("len"), Some("10"));
+            let waited: u64 = still.field("waited_ms").unwrap().parse().unwrap();
+            assert!(waited >= 20, "{still:?}");
+            waiting.abort();
+            assert!(waiting.await.unwrap_err().is_cancelled());
+            drop(hold);
         });
     });
 }
