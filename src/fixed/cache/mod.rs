@@ -48,12 +48,13 @@
 //! - A move that returned the releaser's own slot to a handle before
 //!   returning another run is kept alive by nothing but its move count: the
 //!   closer waits for every shard's moves in flight to end before it closes
-//!   the words (`close`), and a mover touches nothing after ending its move
-//!   but to hand over a run that met `WAITERS` (whose set bits keep the
-//!   arena alive in turn).
-//! - No user code runs inside a move: a run that meets `WAITERS` there is
-//!   handed over (which wakes tasks) only after the move ended
-//!   (`Deferred`).
+//!   the words (`close`), and a mover touches nothing after ending its move.
+//! - No user code runs inside a move: `hand` grants a run that met
+//!   `WAITERS` under the queue lock (no lock holder waits for a move), and
+//!   the caller wakes the tasks only after the cache returned. (A waker run
+//!   inside a move that panicked left it in flight forever, and one that
+//!   allocated on the full arena or dropped the last handle waited for its
+//!   own move.)
 //!
 //! # Ordering
 //!
@@ -107,32 +108,6 @@ impl Shard {
 
     fn end_move(&self) {
         self.moves.fetch_add(MOVE_END, Ordering::SeqCst);
-    }
-}
-
-/// A run that met `WAITERS` during a move, handed over only after the move
-/// ended. The hand-over wakes tasks, and a waker is user code: run inside
-/// a move, a waker that panics would leave the move in flight forever
-/// (every failing allocation would retry forever and the closer would spin
-/// forever), and one that allocates on the full arena or drops the last
-/// handle would wait for its own move. A move returns at most one run.
-#[derive(Default)]
-struct Deferred(Option<Batch>);
-
-impl Deferred {
-    /// The `hand` to pass inside a move.
-    fn hold(&mut self) -> impl FnMut(Batch) + '_ {
-        |batch| {
-            let earlier = self.0.replace(batch);
-            assert!(earlier.is_none(), "a move returns at most one run");
-        }
-    }
-
-    /// Hands the held run over (after the move ended).
-    fn hand_to(self, hand: &mut impl FnMut(Batch)) {
-        if let Some(batch) = self.0 {
-            hand(batch);
-        }
     }
 }
 
@@ -259,7 +234,6 @@ impl CachedBitmap {
     fn steal(&self, shard: usize, h: &AtomicU64, hand: &mut impl FnMut(Batch)) -> Option<Slot> {
         unpack(h.load(Ordering::SeqCst))?;
         let mover = &self.shards[shard];
-        let mut met_waiters = Deferred::default();
         mover.start_move();
         let got = empty_handle(h).map(|(run, mask)| {
             let bit = mask.trailing_zeros();
@@ -267,13 +241,12 @@ impl CachedBitmap {
             if rest != 0 {
                 let (w, bits) = run_bits(run, rest);
                 // A handle is alive while we allocate: no word is closed.
-                let closed = self.bitmap.give_back(w, bits, &mut met_waiters.hold());
+                let closed = self.bitmap.give_back(w, bits, hand);
                 debug_assert!(!closed);
             }
             slot_of(run, bit)
         });
         mover.end_move();
-        met_waiters.hand_to(hand);
         got
     }
 
@@ -326,21 +299,19 @@ impl CachedBitmap {
             let run = w * 2 + half as usize;
             let bit = got.trailing_zeros();
             let rest = got & !(1 << bit);
-            let mut met_waiters = Deferred::default();
             if prev & WAITERS != 0 {
                 // Tasks began to wait: nothing may be cached now.
                 if rest != 0 {
                     let (w, bits) = run_bits(run, rest);
-                    met_waiters.hold()(Batch {
+                    hand(Batch {
                         word: w,
                         mask: bits,
                     });
                 }
             } else {
-                self.keep_rest(s, run, rest, &mut met_waiters.hold());
+                self.keep_rest(s, run, rest, hand);
             }
             s.end_move();
-            met_waiters.hand_to(hand);
             return Some(slot_of(run, bit));
         }
         self.allocate_slow(shard, hand)
@@ -356,8 +327,7 @@ impl CachedBitmap {
     /// the caller's last hold on the arena: once it is back, another thread
     /// may free `this`. So this takes a pointer, not a reference (which
     /// would have to stay valid until the call returns), and after the
-    /// slot is back it touches only atomics (module docs), and `hand`
-    /// with a batch whose bits are still set.
+    /// slot is back it touches only atomics (module docs).
     #[inline]
     pub(crate) unsafe fn release(
         this: NonNull<Self>,
@@ -400,17 +370,12 @@ impl CachedBitmap {
                     if let Some((r, m)) = flush {
                         // Our slot is in the handle now: the move in flight
                         // is what keeps the arena alive (the closer waits
-                        // for it), until `end_move`, the last touch but
-                        // for a hand-over (`Deferred`): the run it hands
-                        // over is still set in its word, which keeps the
-                        // arena alive in turn (`hand`'s contract).
+                        // for it), until `end_move`, the last touch.
                         let (w, bits) = run_bits(r, m);
-                        let mut met_waiters = Deferred::default();
-                        let closed = me.bitmap.give_back(w, bits, &mut met_waiters.hold());
+                        let closed = me.bitmap.give_back(w, bits, hand);
                         debug_assert!(!closed);
                         me.recent.store(w, Ordering::Relaxed);
                         s.end_move();
-                        met_waiters.hand_to(hand);
                     }
                     return false;
                 }
