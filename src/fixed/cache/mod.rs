@@ -44,7 +44,9 @@
 //!   of threads; an idle thread's shard holds at most 62.
 //! - A failing allocation has searched the bitmap and emptied every handle
 //!   in one pass that no run *move* overlapped (each shard counts its moves
-//!   in flight and ended): a cached slot is found before `ArenaFull`.
+//!   in flight and ended), and in which no handle it had passed changed
+//!   (it leaves them [`SCANNED`](handle::SCANNED), and whoever changes one
+//!   counts that first): a cached slot is found before `ArenaFull`.
 //! - A move that returned the releaser's own slot to a handle before
 //!   returning another run is kept alive by nothing but its move count: the
 //!   closer waits for every shard's moves in flight to end before it closes
@@ -79,8 +81,8 @@ use super::bitmap::{Batch, Bitmap, Returned, Slot, WAITERS, return_bits};
 mod handle;
 
 use handle::{
-    CLOSED_MARK, EMPTY, RUN_MASK, Take, WAIT_MARK, empty_handle, mark, pack, run_bits, run_of,
-    slot_of, take, unpack,
+    CLOSED_MARK, EMPTY, RUN_MASK, SCANNED, Take, WAIT_MARK, empty_handle, mark, pack, run_bits,
+    run_of, slot_of, take, unpack,
 };
 pub(crate) use handle::{MAX_SLOTS, RUN_SLOTS};
 
@@ -100,8 +102,15 @@ struct Shard {
 const MOVE_START: u64 = 1;
 /// `Shard::moves`: one run fewer in flight, one more move ended.
 const MOVE_END: u64 = (1 << 32) - 1;
+/// `Shard::moves`: one more change (of a handle a search passed) ended.
+const TOUCHED: u64 = 1 << 32;
 
 impl Shard {
+    /// Counts a change of a [`SCANNED`] handle, before making it.
+    fn touch(&self) {
+        self.moves.fetch_add(TOUCHED, Ordering::SeqCst);
+    }
+
     fn start_move(&self) {
         self.moves.fetch_add(MOVE_START, Ordering::SeqCst);
     }
@@ -175,10 +184,10 @@ impl CachedBitmap {
     #[inline]
     pub(crate) fn allocate(&self, shard: usize, hand: &mut impl FnMut(Batch)) -> Option<Slot> {
         let s = &self.shards[shard];
-        if let Take::Got(slot) = take(&s.freed) {
+        if let Take::Got(slot) = take(&s.freed, || s.touch()) {
             return Some(slot);
         }
-        match take(&s.alloc) {
+        match take(&s.alloc, || s.touch()) {
             Take::Got(slot) => Some(slot),
             Take::Empty => self.refill(s, shard, hand),
             Take::Marker => self.allocate_slow(shard, hand),
@@ -192,10 +201,19 @@ impl CachedBitmap {
     /// steal) is in neither for a moment, and a search could miss it
     /// there. Each move is counted in its shard before it starts and after
     /// it ends; a search that began and ended with nothing in flight and no
-    /// move ended in between saw every run where it was, so its failure
-    /// means every slot was seen leased (or in a single-slot release in
-    /// flight, as without caches). Otherwise it searches again: each retry
-    /// means another thread completed a move.
+    /// move ended in between saw every run where it was.
+    ///
+    /// Single slots come and go too: a release parks its slot in a handle,
+    /// an allocation takes one. A release into a handle the search had
+    /// passed, while another thread takes a slot from a handle it had not
+    /// reached yet, would let it miss both free slots, though one was free
+    /// at every moment. So the search leaves each handle it passed
+    /// [`SCANNED`], and whoever changes a scanned handle first counts one
+    /// more ended move in its shard: a search that ends with no move ended
+    /// found every handle it had passed unchanged, so at its end every slot
+    /// is leased (or in a single-slot release still in flight).
+    /// Otherwise it searches again: each retry means another thread
+    /// completed a move or a change.
     #[cold]
     #[inline(never)]
     fn allocate_slow(&self, shard: usize, hand: &mut impl FnMut(Batch)) -> Option<Slot> {
@@ -231,8 +249,22 @@ impl CachedBitmap {
 
     /// Empties handle `h` of any shard: one slot for the caller, the rest
     /// back to the bitmap (a move of shard `shard`).
+    ///
+    /// A handle that holds no run is left [`SCANNED`]: whoever changes it
+    /// next counts that first, so the search sees it and repeats.
     fn steal(&self, shard: usize, h: &AtomicU64, hand: &mut impl FnMut(Batch)) -> Option<Slot> {
-        unpack(h.load(Ordering::SeqCst))?;
+        let cur = h.load(Ordering::SeqCst);
+        if cur >= WAIT_MARK {
+            return None;
+        }
+        if unpack(cur).is_none()
+            && (cur & SCANNED != 0
+                || h.compare_exchange(cur, cur | SCANNED, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok())
+        {
+            return None;
+        }
+        // A run (or a change we take as one: a repeat costs a search).
         let mover = &self.shards[shard];
         mover.start_move();
         let got = empty_handle(h).map(|(run, mask)| {
@@ -256,9 +288,12 @@ impl CachedBitmap {
         if rest == 0 {
             return;
         }
-        if s.alloc
-            .compare_exchange(EMPTY, pack(run, rest), Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
+        // Empty, possibly passed by a search (this is a move: counted).
+        let cur = s.alloc.load(Ordering::SeqCst);
+        if cur & !SCANNED != EMPTY
+            || s.alloc
+                .compare_exchange(cur, pack(run, rest), Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
         {
             let (w, bits) = run_bits(run, rest);
             let closed = self.bitmap.give_back(w, bits, hand);
@@ -358,9 +393,13 @@ impl CachedBitmap {
             }
             let (next, flush) = match unpack(cur) {
                 None => (pack(run, bit), None),
-                Some((r, _)) if r == run => (cur | bit, None),
+                Some((r, m)) if r == run => (pack(run, m | bit), None),
                 Some(old) => (pack(run, bit), Some(old)),
             };
+            if cur & SCANNED != 0 {
+                // A search passed this handle: it must see the change.
+                s.touch();
+            }
             if flush.is_some() {
                 // The old run leaves the handle for the bitmap: a move.
                 s.start_move();
