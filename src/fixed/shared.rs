@@ -301,12 +301,12 @@ impl FixedLease {
             let shard = arena.slots.shard_of(sync::thread_index());
             (NonNull::from(&arena.slots), shard)
         };
+        let mut hand = HandOver::new(inner);
+        let mut hand_batch = |b| hand.batch(b);
         // SAFETY: `slots` is alive while our slot is leased, and we pass
         // our lease's slot; after this we touch the arena only to return
         // teardown counts we won (`HandOver::finish`).
-        let mut hand = HandOver::new(inner);
-        let emptied_closed =
-            unsafe { CachedBitmap::release(slots, shard, slot, &mut |b| hand.batch(b)) };
+        let emptied_closed = unsafe { CachedBitmap::release(slots, shard, slot, &mut hand_batch) };
         // Emptying a closed word won its count in `pending` (`teardown.rs`).
         hand.finish(usize::from(emptied_closed));
     }
