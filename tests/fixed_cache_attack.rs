@@ -378,7 +378,7 @@ fn releases_from_many_threads_serve_waiters_in_arrival_order() {
         .collect();
     assert_eq!(arena.metrics().waiting_tasks, waiters);
     let mut got = Vec::new();
-    for served in 0..waiters {
+    for (served, fut) in futs.iter_mut().enumerate() {
         let buf = held.pop().unwrap();
         thread::spawn(move || drop(buf)).join().unwrap();
         assert_eq!(
@@ -400,7 +400,7 @@ fn releases_from_many_threads_serve_waiters_in_arrival_order() {
                 "release {served}: waiter {i} woken out of order"
             );
         }
-        let Poll::Ready(buf) = poll_with(futs[served].as_mut(), Waker::noop()) else {
+        let Poll::Ready(buf) = poll_with(fut.as_mut(), Waker::noop()) else {
             panic!("waiter {served} was woken with its slot");
         };
         got.push(buf); // kept: its drop would serve the next waiter

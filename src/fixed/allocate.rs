@@ -58,12 +58,9 @@ impl std::future::Future for FixedAllocate<'_> {
                 // Queue behind them without searching a full bitmap.
                 return this.poll_wait(cx);
             }
-            if let Some(slot) = arena.claim(handle.inner) {
+            if let Some(buffer) = arena.claim(handle.inner) {
                 this.state = crate::wait::WaitState::Done;
-                return std::task::Poll::Ready(Buffer::from_lease(
-                    arena.lease(handle.inner, slot),
-                    arena.auto_spill,
-                ));
+                return std::task::Poll::Ready(buffer);
             }
         }
         this.poll_wait(cx)

@@ -118,17 +118,14 @@ impl FixedArena {
     #[inline]
     pub fn allocate(&self) -> Result<Buffer, AllocError> {
         let arena = self.inner();
-        let Some(slot) = arena.claim(self.inner) else {
+        let Some(buffer) = arena.claim(self.inner) else {
             let failures = arena.failures.fetch_add(1, Ordering::Relaxed) + 1;
             let reserved = arena.slot_count * arena.slot_capacity;
             arena.full.failed("fixed", reserved, failures);
             return Err(AllocError::ArenaFull);
         };
         arena.full.succeeded();
-        Ok(Buffer::from_lease(
-            arena.lease(self.inner, slot),
-            arena.auto_spill,
-        ))
+        Ok(buffer)
     }
 
     /// Waits for a free slot (feature `async-alloc`).

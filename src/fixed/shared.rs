@@ -25,7 +25,7 @@
 use alloc::boxed::Box;
 use core::ptr::NonNull;
 
-use crate::buffer::{Home, Lease};
+use crate::buffer::{Buffer, Home, Lease};
 use crate::region::{Region, scrub};
 use crate::sync::{self, AtomicU64, AtomicUsize, Ordering};
 
@@ -56,12 +56,20 @@ pub(crate) struct FixedInner {
 }
 
 impl FixedInner {
-    /// Claims a slot for this thread: from its shard's cache, else the
-    /// bitmap, else other shards' caches.
+    /// Claims a slot for this thread (from its shard's cache, else the
+    /// bitmap, else other shards' caches), as a buffer.
+    ///
+    /// The buffer is made before tasks granted slots on the way are woken:
+    /// if a waker panics, unwinding drops it and the slot goes back.
     #[inline]
-    pub(super) fn claim(&self, this: NonNull<FixedInner>) -> Option<Slot> {
+    pub(super) fn claim(&self, this: NonNull<FixedInner>) -> Option<Buffer> {
         let shard = self.slots.shard_of(sync::thread_index());
-        self.slots.allocate(shard, &mut hand(this))
+        let mut hand = HandOver::new(this);
+        let got = self.slots.allocate(shard, &mut |b| hand.batch(b));
+        let buffer = got.map(|slot| Buffer::from_lease(self.lease(this, slot), self.auto_spill));
+        // A handle is alive while we allocate: no count is won here.
+        hand.finish(0);
+        buffer
     }
 
     /// The lease of `slot`, which the caller claimed.
@@ -166,56 +174,89 @@ impl FixedInner {
     }
 }
 
-/// What the caches call with slots that met `WAITERS`: the hand-over to
-/// the queue (no lock may be held by the caller).
-#[inline]
-pub(super) fn hand(this: NonNull<FixedInner>) -> impl FnMut(Batch) {
-    move |batch| {
+/// What the caches call with slots that met `WAITERS` ([`batch`]), and
+/// what the caller completes once the cache call returned ([`finish`]).
+///
+/// The grants happen at once, under the queue lock, possibly inside a
+/// cache *move* (`cache/`): no user code runs there, and no holder of the
+/// queue lock waits for a move. The wakers (user code) run in `finish`,
+/// after the move ended: a waker that panics, allocates, or drops the last
+/// handle must not find a move of its own thread in flight.
+///
+/// [`batch`]: HandOver::batch
+/// [`finish`]: HandOver::finish
+#[must_use = "finish() wakes the tasks and returns teardown counts"]
+pub(super) struct HandOver {
+    this: NonNull<FixedInner>,
+    #[cfg(feature = "async-alloc")]
+    wake: Vec<crate::wait::Wake>,
+    /// Teardown counts won by clearing what nobody waited for.
+    #[cfg(feature = "async-alloc")]
+    owed: usize,
+}
+
+impl HandOver {
+    #[inline]
+    pub(super) fn new(this: NonNull<FixedInner>) -> Self {
+        Self {
+            this,
+            #[cfg(feature = "async-alloc")]
+            wake: Vec::new(),
+            #[cfg(feature = "async-alloc")]
+            owed: 0,
+        }
+    }
+
+    /// Gives `batch` (slots that met `WAITERS` on their way back) to the
+    /// head waiters; whatever nobody waits for any more is cleared.
+    ///
+    /// Before we lock, the last waiter may have cancelled and the last
+    /// handle dropped: then the batch may be the last thing in a closed
+    /// word, and clearing it wins that word's teardown count, which
+    /// `finish` returns.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn batch(&mut self, batch: Batch) {
+        // SAFETY: the batch's bits are set until it is granted or cleared
+        // under the queue lock, so the arena is alive until we unlock (and
+        // past that if clearing them won a count, until `finish` returns
+        // it); this reference is not used after that.
+        let arena = unsafe { self.this.as_ref() };
         #[cfg(feature = "async-alloc")]
-        hand_over(this, batch);
+        {
+            let mut queue = sync::lock(&arena.waiters);
+            let emptied_closed = arena.grant(self.this, &mut queue, batch, &mut self.wake);
+            arena.stop_waiting_if_empty(&queue);
+            self.owed += usize::from(emptied_closed);
+        }
         #[cfg(not(feature = "async-alloc"))]
         {
             // `WAITERS` is never set without `async-alloc`.
-            // SAFETY: the batch's bits are set, so the arena is alive.
-            let closed = unsafe { this.as_ref() }.slots.bitmap.clear(batch);
+            let closed = arena.slots.bitmap.clear(batch);
             debug_assert!(!closed);
         }
     }
-}
 
-/// Gives `batch` (slots that met `WAITERS` on their way back) to the head
-/// waiters; whatever nobody waits for any more is cleared.
-///
-/// Takes a pointer: once the queue lock is dropped, a waiter may cancel,
-/// release what it was granted and drop the last handle, so the arena may
-/// be freed before this returns (it only wakes tasks by then). And before
-/// we lock, the last waiter may have cancelled and the last handle
-/// dropped: then the batch may be the last thing in a closed word, and
-/// clearing it owes that word's teardown count, which this returns
-/// after unlocking.
-#[cfg(feature = "async-alloc")]
-#[cold]
-#[inline(never)]
-fn hand_over(this: NonNull<FixedInner>, batch: Batch) {
-    let (wake, emptied_closed) = {
-        // SAFETY: the batch's bits are set until it is granted or cleared
-        // under the queue lock, so the arena is alive until we unlock (or
-        // until we return the count that clearing them won); this
-        // reference is not used after that.
-        let arena = unsafe { this.as_ref() };
-        let mut queue = sync::lock(&arena.waiters);
-        let mut wake = Vec::new();
-        let emptied_closed = arena.grant(this, &mut queue, batch, &mut wake);
-        arena.stop_waiting_if_empty(&queue);
-        (wake, emptied_closed)
-    };
-    if emptied_closed {
-        // SAFETY: clearing the batch emptied a closed word: its count in
-        // `pending` is ours to return, and we touch the arena no more
-        // (the wakers below are the tasks', not the arena's).
-        unsafe { finish(this, 1) }
+    /// Returns the teardown counts won (`won` by the caller plus those of
+    /// [`batch`](Self::batch)), then wakes the tasks granted slots.
+    ///
+    /// Touches the arena only to return the counts: when the cache call
+    /// gave back the caller's last hold on it, another thread may free it
+    /// at any time (the wakers are the tasks', not the arena's).
+    #[inline]
+    pub(super) fn finish(self, won: usize) {
+        #[cfg(feature = "async-alloc")]
+        let won = won + self.owed;
+        if won != 0 {
+            // SAFETY: the caller's and our won counts keep the arena alive
+            // until returned, and we touch it no more.
+            unsafe { finish(self.this, won) }
+        }
+        #[cfg(feature = "async-alloc")]
+        if !self.wake.is_empty() {
+            crate::wait::wake_all(self.wake);
+        }
     }
-    crate::wait::wake_all(wake);
 }
 
 /// A leased slot of a fixed arena.
@@ -260,14 +301,13 @@ impl FixedLease {
             let shard = arena.slots.shard_of(sync::thread_index());
             (NonNull::from(&arena.slots), shard)
         };
+        let mut hand = HandOver::new(inner);
+        let mut hand_batch = |b| hand.batch(b);
         // SAFETY: `slots` is alive while our slot is leased, and we pass
-        // our lease's slot; after this we touch the arena only to return a
-        // teardown count we won.
-        let emptied_closed = unsafe { CachedBitmap::release(slots, shard, slot, &mut hand(inner)) };
-        if emptied_closed {
-            // SAFETY: this release emptied a closed word; that word's count
-            // in `pending` is ours to return (`teardown.rs`).
-            unsafe { finish(inner, 1) }
-        }
+        // our lease's slot; after this we touch the arena only to return
+        // teardown counts we won (`HandOver::finish`).
+        let emptied_closed = unsafe { CachedBitmap::release(slots, shard, slot, &mut hand_batch) };
+        // Emptying a closed word won its count in `pending` (`teardown.rs`).
+        hand.finish(usize::from(emptied_closed));
     }
 }

@@ -253,7 +253,9 @@ fn hand_over_after_the_last_waiter_and_handle_left_frees_the_arena() {
     drop(waiter);
     drop(arena);
     // The hand-over: nobody waits; the slot was the last hold on the arena.
-    shared::hand(inner)(Batch { word: 0, mask: 1 });
+    let mut hand = shared::HandOver::new(inner);
+    hand.batch(Batch { word: 0, mask: 1 });
+    hand.finish(0);
 }
 
 /// While tasks wait, a run a cache still holds (the marks go in one shard
@@ -312,4 +314,59 @@ fn a_panicking_waker_woken_by_a_returned_run_leaves_no_move_in_flight() {
         drop(held);
     });
     returns("the last handle's drop", move || drop(arena));
+}
+
+/// As above, with a waker that owns its task (a future of
+/// `BufferSource::allocate_wait`, which owns the last arena handle) and
+/// drops it when woken, as a task of a stopped executor would: the woken
+/// future cancels, hands its grant back, and drops the last handle, whose
+/// drop waits for moves in flight. Inside the releaser's own move that
+/// used to wait forever.
+#[cfg(feature = "async-alloc")]
+#[test]
+fn a_waker_that_drops_the_last_handle_does_not_wait_for_its_own_move() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Wake, Waker};
+
+    use crate::BufferSource;
+
+    type Task = Mutex<Option<Pin<Box<crate::source::FixedWait>>>>;
+    struct Dropped(Task);
+    impl Wake for Dropped {
+        fn wake(self: Arc<Self>) {} // drops the task, if ours was the last
+    }
+
+    let arena = arena(62, 1);
+    let mut all: Vec<Buffer> = (0..62).map(|_| arena.allocate().unwrap()).collect();
+    all.sort_by_key(|b| b.as_ptr() as usize);
+    let in_run_1 = all.pop().unwrap();
+    let in_run_0 = all.remove(0);
+    let fut = Box::pin(arena.allocate_wait(NonZeroUsize::MIN));
+    let task = Arc::new(Dropped(Mutex::new(Some(fut))));
+    let waker = Waker::from(Arc::clone(&task));
+    let polled = task
+        .0
+        .lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker));
+    assert!(polled.is_pending());
+    drop((waker, task)); // the queued waker holds the task alone now
+    {
+        // A waiter, `WAITERS` set, this shard's handles not marked yet.
+        let slots = &arena.inner().slots;
+        slots.set_waiting(false, &mut |_| {});
+        slots.bitmap.flag_waiters(true);
+    }
+    drop(arena); // the task's future holds the last handle
+    drop(in_run_0); // parks in this thread's `freed` handle
+    // Returns run 0: granted to the task, which is dropped when woken.
+    returns("a release whose waker drops the last handle", move || {
+        drop(in_run_1)
+    });
+    drop(all); // the last buffers free the arena (miri checks it)
 }

@@ -24,6 +24,12 @@ pub(super) const EMPTY: u64 = 0;
 pub(super) const WAIT_MARK: u64 = u64::MAX - 1;
 /// A handle of a closed arena: nothing may be cached ever again.
 pub(super) const CLOSED_MARK: u64 = u64::MAX;
+/// Set (next to a run or nothing) by a failing allocation's search in each
+/// handle it has passed; whoever changes that handle next first counts an
+/// event in its shard's `moves`, so that the search sees the change and
+/// repeats (`CachedBitmap::allocate_slow`). Bit 31: above any mask, below
+/// the run number; markers have it set but are told apart first.
+pub(super) const SCANNED: u64 = 1 << RUN_SLOTS;
 /// Most runs a bitmap may have (run numbers are stored plus one in 32 bits,
 /// below the markers).
 pub(crate) const MAX_RUNS: usize = (u32::MAX - 2) as usize;
@@ -35,9 +41,10 @@ pub(super) fn pack(run: usize, mask: u64) -> u64 {
     ((run as u64 + 1) << 32) | mask
 }
 
-/// The run and mask of a handle value, or `None` for [`EMPTY`] and markers.
+/// The run and mask of a handle value, or `None` for [`EMPTY`] and markers
+/// ([`SCANNED`] or not).
 pub(super) fn unpack(h: u64) -> Option<(usize, u64)> {
-    if h == EMPTY || h >= WAIT_MARK {
+    if h >= WAIT_MARK || h & !SCANNED == EMPTY {
         None
     } else {
         Some(((h >> 32) as usize - 1, h & RUN_MASK))
@@ -72,18 +79,22 @@ pub(super) enum Take {
     Marker,
 }
 
-/// Takes the lowest slot of a handle's run.
+/// Takes the lowest slot of a handle's run; `touch` counts the change
+/// first if a search passed the handle ([`SCANNED`]).
 #[inline]
-pub(super) fn take(h: &AtomicU64) -> Take {
+pub(super) fn take(h: &AtomicU64, touch: impl Fn()) -> Take {
     let mut cur = h.load(Ordering::Relaxed);
     loop {
         let Some((run, mask)) = unpack(cur) else {
-            return if cur == EMPTY {
-                Take::Empty
-            } else {
+            return if cur >= WAIT_MARK {
                 Take::Marker
+            } else {
+                Take::Empty
             };
         };
+        if cur & SCANNED != 0 {
+            touch();
+        }
         let bit = mask.trailing_zeros();
         let rest = mask & !(1 << bit);
         let next = if rest == 0 { EMPTY } else { pack(run, rest) };
@@ -94,13 +105,13 @@ pub(super) fn take(h: &AtomicU64) -> Take {
     }
 }
 
-/// Empties a handle that holds a run, returning the run; `None` if it held
-/// nothing or a marker.
+/// Empties a handle that holds a run (for a search: it is left
+/// [`SCANNED`]), returning the run; `None` if it held nothing or a marker.
 pub(super) fn empty_handle(h: &AtomicU64) -> Option<(usize, u64)> {
     let mut cur = h.load(Ordering::SeqCst);
     loop {
         let run = unpack(cur)?;
-        match h.compare_exchange_weak(cur, EMPTY, Ordering::SeqCst, Ordering::SeqCst) {
+        match h.compare_exchange_weak(cur, SCANNED, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => return Some(run),
             Err(now) => cur = now,
         }

@@ -44,16 +44,19 @@
 //!   of threads; an idle thread's shard holds at most 62.
 //! - A failing allocation has searched the bitmap and emptied every handle
 //!   in one pass that no run *move* overlapped (each shard counts its moves
-//!   in flight and ended): a cached slot is found before `ArenaFull`.
+//!   in flight and ended), and in which no handle it had passed changed
+//!   (it leaves them [`SCANNED`](handle::SCANNED), and whoever changes one
+//!   counts that first): a cached slot is found before `ArenaFull`.
 //! - A move that returned the releaser's own slot to a handle before
 //!   returning another run is kept alive by nothing but its move count: the
 //!   closer waits for every shard's moves in flight to end before it closes
-//!   the words (`close`), and a mover touches nothing after ending its move
-//!   but to hand over a run that met `WAITERS` (whose set bits keep the
-//!   arena alive in turn).
-//! - No user code runs inside a move: a run that meets `WAITERS` there is
-//!   handed over (which wakes tasks) only after the move ended
-//!   (`Deferred`).
+//!   the words (`close`), and a mover touches nothing after ending its move.
+//! - No user code runs inside a move: `hand` grants a run that met
+//!   `WAITERS` under the queue lock (no lock holder waits for a move), and
+//!   the caller wakes the tasks only after the cache returned. (A waker run
+//!   inside a move that panicked left it in flight forever, and one that
+//!   allocated on the full arena or dropped the last handle waited for its
+//!   own move.)
 //!
 //! # Ordering
 //!
@@ -78,8 +81,8 @@ use super::bitmap::{Batch, Bitmap, Returned, Slot, WAITERS, return_bits};
 mod handle;
 
 use handle::{
-    CLOSED_MARK, EMPTY, RUN_MASK, Take, WAIT_MARK, empty_handle, mark, pack, run_bits, run_of,
-    slot_of, take, unpack,
+    CLOSED_MARK, EMPTY, RUN_MASK, SCANNED, Take, WAIT_MARK, empty_handle, mark, pack, run_bits,
+    run_of, slot_of, take, unpack,
 };
 pub(crate) use handle::{MAX_SLOTS, RUN_SLOTS};
 
@@ -99,40 +102,21 @@ struct Shard {
 const MOVE_START: u64 = 1;
 /// `Shard::moves`: one run fewer in flight, one more move ended.
 const MOVE_END: u64 = (1 << 32) - 1;
+/// `Shard::moves`: one more change (of a handle a search passed) ended.
+const TOUCHED: u64 = 1 << 32;
 
 impl Shard {
+    /// Counts a change of a [`SCANNED`] handle, before making it.
+    fn touch(&self) {
+        self.moves.fetch_add(TOUCHED, Ordering::SeqCst);
+    }
+
     fn start_move(&self) {
         self.moves.fetch_add(MOVE_START, Ordering::SeqCst);
     }
 
     fn end_move(&self) {
         self.moves.fetch_add(MOVE_END, Ordering::SeqCst);
-    }
-}
-
-/// A run that met `WAITERS` during a move, handed over only after the move
-/// ended. The hand-over wakes tasks, and a waker is user code: run inside
-/// a move, a waker that panics would leave the move in flight forever
-/// (every failing allocation would retry forever and the closer would spin
-/// forever), and one that allocates on the full arena or drops the last
-/// handle would wait for its own move. A move returns at most one run.
-#[derive(Default)]
-struct Deferred(Option<Batch>);
-
-impl Deferred {
-    /// The `hand` to pass inside a move.
-    fn hold(&mut self) -> impl FnMut(Batch) + '_ {
-        |batch| {
-            let earlier = self.0.replace(batch);
-            assert!(earlier.is_none(), "a move returns at most one run");
-        }
-    }
-
-    /// Hands the held run over (after the move ended).
-    fn hand_to(self, hand: &mut impl FnMut(Batch)) {
-        if let Some(batch) = self.0 {
-            hand(batch);
-        }
     }
 }
 
@@ -200,10 +184,10 @@ impl CachedBitmap {
     #[inline]
     pub(crate) fn allocate(&self, shard: usize, hand: &mut impl FnMut(Batch)) -> Option<Slot> {
         let s = &self.shards[shard];
-        if let Take::Got(slot) = take(&s.freed) {
+        if let Take::Got(slot) = take(&s.freed, || s.touch()) {
             return Some(slot);
         }
-        match take(&s.alloc) {
+        match take(&s.alloc, || s.touch()) {
             Take::Got(slot) => Some(slot),
             Take::Empty => self.refill(s, shard, hand),
             Take::Marker => self.allocate_slow(shard, hand),
@@ -217,10 +201,19 @@ impl CachedBitmap {
     /// steal) is in neither for a moment, and a search could miss it
     /// there. Each move is counted in its shard before it starts and after
     /// it ends; a search that began and ended with nothing in flight and no
-    /// move ended in between saw every run where it was, so its failure
-    /// means every slot was seen leased (or in a single-slot release in
-    /// flight, as without caches). Otherwise it searches again: each retry
-    /// means another thread completed a move.
+    /// move ended in between saw every run where it was.
+    ///
+    /// Single slots come and go too: a release parks its slot in a handle,
+    /// an allocation takes one. A release into a handle the search had
+    /// passed, while another thread takes a slot from a handle it had not
+    /// reached yet, would let it miss both free slots, though one was free
+    /// at every moment. So the search leaves each handle it passed
+    /// [`SCANNED`], and whoever changes a scanned handle first counts one
+    /// more ended move in its shard: a search that ends with no move ended
+    /// found every handle it had passed unchanged, so at its end every slot
+    /// is leased (or in a single-slot release still in flight).
+    /// Otherwise it searches again: each retry means another thread
+    /// completed a move or a change.
     #[cold]
     #[inline(never)]
     fn allocate_slow(&self, shard: usize, hand: &mut impl FnMut(Batch)) -> Option<Slot> {
@@ -256,10 +249,23 @@ impl CachedBitmap {
 
     /// Empties handle `h` of any shard: one slot for the caller, the rest
     /// back to the bitmap (a move of shard `shard`).
+    ///
+    /// A handle that holds no run is left [`SCANNED`]: whoever changes it
+    /// next counts that first, so the search sees it and repeats.
     fn steal(&self, shard: usize, h: &AtomicU64, hand: &mut impl FnMut(Batch)) -> Option<Slot> {
-        unpack(h.load(Ordering::SeqCst))?;
+        let cur = h.load(Ordering::SeqCst);
+        if cur >= WAIT_MARK {
+            return None;
+        }
+        if unpack(cur).is_none()
+            && (cur & SCANNED != 0
+                || h.compare_exchange(cur, cur | SCANNED, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok())
+        {
+            return None;
+        }
+        // A run (or a change we take as one: a repeat costs a search).
         let mover = &self.shards[shard];
-        let mut met_waiters = Deferred::default();
         mover.start_move();
         let got = empty_handle(h).map(|(run, mask)| {
             let bit = mask.trailing_zeros();
@@ -267,13 +273,12 @@ impl CachedBitmap {
             if rest != 0 {
                 let (w, bits) = run_bits(run, rest);
                 // A handle is alive while we allocate: no word is closed.
-                let closed = self.bitmap.give_back(w, bits, &mut met_waiters.hold());
+                let closed = self.bitmap.give_back(w, bits, hand);
                 debug_assert!(!closed);
             }
             slot_of(run, bit)
         });
         mover.end_move();
-        met_waiters.hand_to(hand);
         got
     }
 
@@ -283,9 +288,12 @@ impl CachedBitmap {
         if rest == 0 {
             return;
         }
-        if s.alloc
-            .compare_exchange(EMPTY, pack(run, rest), Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
+        // Empty, possibly passed by a search (this is a move: counted).
+        let cur = s.alloc.load(Ordering::SeqCst);
+        if cur & !SCANNED != EMPTY
+            || s.alloc
+                .compare_exchange(cur, pack(run, rest), Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
         {
             let (w, bits) = run_bits(run, rest);
             let closed = self.bitmap.give_back(w, bits, hand);
@@ -326,21 +334,19 @@ impl CachedBitmap {
             let run = w * 2 + half as usize;
             let bit = got.trailing_zeros();
             let rest = got & !(1 << bit);
-            let mut met_waiters = Deferred::default();
             if prev & WAITERS != 0 {
                 // Tasks began to wait: nothing may be cached now.
                 if rest != 0 {
                     let (w, bits) = run_bits(run, rest);
-                    met_waiters.hold()(Batch {
+                    hand(Batch {
                         word: w,
                         mask: bits,
                     });
                 }
             } else {
-                self.keep_rest(s, run, rest, &mut met_waiters.hold());
+                self.keep_rest(s, run, rest, hand);
             }
             s.end_move();
-            met_waiters.hand_to(hand);
             return Some(slot_of(run, bit));
         }
         self.allocate_slow(shard, hand)
@@ -356,8 +362,7 @@ impl CachedBitmap {
     /// the caller's last hold on the arena: once it is back, another thread
     /// may free `this`. So this takes a pointer, not a reference (which
     /// would have to stay valid until the call returns), and after the
-    /// slot is back it touches only atomics (module docs), and `hand`
-    /// with a batch whose bits are still set.
+    /// slot is back it touches only atomics (module docs).
     #[inline]
     pub(crate) unsafe fn release(
         this: NonNull<Self>,
@@ -388,9 +393,13 @@ impl CachedBitmap {
             }
             let (next, flush) = match unpack(cur) {
                 None => (pack(run, bit), None),
-                Some((r, _)) if r == run => (cur | bit, None),
+                Some((r, m)) if r == run => (pack(run, m | bit), None),
                 Some(old) => (pack(run, bit), Some(old)),
             };
+            if cur & SCANNED != 0 {
+                // A search passed this handle: it must see the change.
+                s.touch();
+            }
             if flush.is_some() {
                 // The old run leaves the handle for the bitmap: a move.
                 s.start_move();
@@ -400,17 +409,12 @@ impl CachedBitmap {
                     if let Some((r, m)) = flush {
                         // Our slot is in the handle now: the move in flight
                         // is what keeps the arena alive (the closer waits
-                        // for it), until `end_move`, the last touch but
-                        // for a hand-over (`Deferred`): the run it hands
-                        // over is still set in its word, which keeps the
-                        // arena alive in turn (`hand`'s contract).
+                        // for it), until `end_move`, the last touch.
                         let (w, bits) = run_bits(r, m);
-                        let mut met_waiters = Deferred::default();
-                        let closed = me.bitmap.give_back(w, bits, &mut met_waiters.hold());
+                        let closed = me.bitmap.give_back(w, bits, hand);
                         debug_assert!(!closed);
                         me.recent.store(w, Ordering::Relaxed);
                         s.end_move();
-                        met_waiters.hand_to(hand);
                     }
                     return false;
                 }
