@@ -11,13 +11,13 @@
 
 #[cfg(not(arenabuf_loom))]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(arenabuf_loom))]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use std::sync::{Arc, Mutex};
 
 #[cfg(arenabuf_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(arenabuf_loom)]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use loom::sync::{Arc, Mutex};

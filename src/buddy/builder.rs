@@ -4,7 +4,7 @@
 //! Invariants established here: `min_block_size` is a power of two, the
 //! region is a power-of-two number (at most `MAX_BLOCKS`) of minimum
 //! blocks, the free lists start with the whole region as one block of the
-//! top order, and every cache slot is empty.
+//! top order, and every cache handle is empty.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
@@ -13,11 +13,11 @@ use crate::error::BuildError;
 use crate::metrics::ShardedCounter;
 use crate::region::MemoryConfig;
 use crate::region::table::{try_box, try_table};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex};
 
 use super::BuddyArena;
 use super::blocks::BuddyInner;
-use super::cache::{WAYS, Way};
+use super::cache::{GroupCache, cached_orders, shard_count};
 use super::lists::{FreeLists, MAX_BLOCKS, NIL};
 
 /// Configures and builds a [`BuddyArena`]; from [`BuddyArena::builder`],
@@ -133,12 +133,14 @@ impl BuddyArenaBuilder {
             wait_markers: false,
         };
         lists.link(0, max_order);
-        let cache = try_table((max_order as usize + 1) * WAYS, |_| {
-            Way(AtomicU32::new(NIL))
-        })?;
+        let cached = cached_orders(max_order);
+        let shards = shard_count();
+        let cache = try_table(shards * cached as usize, |_| GroupCache::new())?;
         let inner = try_box(BuddyInner {
             lists: Mutex::new(lists),
             cache,
+            cached_orders: cached,
+            shard_bits: shards.trailing_zeros(),
             region,
             total_size: total,
             min_block_size: min,

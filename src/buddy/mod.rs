@@ -75,9 +75,7 @@ mod tests;
 pub use allocate::BuddyAllocate;
 pub(crate) use blocks::{BuddyInner, BuddyLease};
 pub use builder::BuddyArenaBuilder;
-use cache::MARKERS;
 pub(crate) use lists::MAX_BLOCKS;
-use lists::NIL;
 
 /// A pool of power-of-two blocks carved from one region.
 ///
@@ -184,16 +182,9 @@ impl BuddyArena {
         let k = self.order_for(len.get())?;
         let arena = self.inner();
         let thread = sync::thread_index();
-        let way = arena.way(k, thread);
-        let parked = way.load(Ordering::Relaxed);
-        let block = if parked < MARKERS
-            && way
-                .compare_exchange(parked, NIL, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            parked
-        } else {
-            arena.allocate_slow(k, count_failure)?
+        let block = match arena.cache_take(k, thread) {
+            Some(b) => b,
+            None => arena.allocate_slow(k, thread, count_failure)?,
         };
         arena.allocs.add(thread);
         arena.full.succeeded();
