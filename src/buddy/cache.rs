@@ -150,16 +150,21 @@ impl BuddyInner {
         (k + GROUP_SHIFT).min(self.cached_orders - 1)
     }
 
-    /// The handles of order `k` (cached) for the thread with index `thread`.
+    /// The shard of the thread with index `thread` (`sync::thread_index`).
     #[inline]
-    fn group_cache(&self, k: u32, thread: usize) -> &GroupCache {
-        let shard = if self.shard_bits == 0 {
+    pub(super) fn shard(&self, thread: usize) -> usize {
+        if self.shard_bits == 0 {
             0
         } else {
             // High bits: `thread_index` is a Fibonacci hash.
             thread >> (usize::BITS - self.shard_bits)
-        };
-        &self.cache[shard * self.cached_orders as usize + k as usize]
+        }
+    }
+
+    /// The handles of order `k` (cached) for the thread with index `thread`.
+    #[inline]
+    fn group_cache(&self, k: u32, thread: usize) -> &GroupCache {
+        &self.cache[self.shard(thread) * self.cached_orders as usize + k as usize]
     }
 
     /// The group of block `b` of order `k`, and its bit.
