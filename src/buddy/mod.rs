@@ -17,28 +17,34 @@
 //!   down; release merges the block with its buddy while the buddy is free,
 //!   then links the result. Every step is O(1); a whole operation is
 //!   O(max_order).
-//! - **Release caches** in front: per order, [`WAYS`] atomic slots (each on
-//!   its own cache line) that each hold one free, not-yet-merged block. A
-//!   release first tries to park its block in its thread's slot (one CAS);
-//!   an allocation of that order first tries to take it from there. A
-//!   buffer allocated and dropped over and over by a thread therefore costs
-//!   two atomic operations and never touches the mutex, instead of merging
-//!   up to `max_order` levels and splitting them again each time.
+//! - **Group caches** in front (`cache.rs`): per shard (about four per
+//!   CPU, chosen by thread) and per small order `k`, two atomic *handles*
+//!   on their own cache line, each holding blocks of one *group* (the 32
+//!   aligned order-`k` blocks of one order-`k + 5` block, fewer near the
+//!   top). A release adds its block to its shard's `freed` handle with one
+//!   CAS when the block is of the group held there, else swaps its group in
+//!   and returns the old group's blocks to the lists under one lock hold;
+//!   an allocation takes a block from `freed` or `alloc` with one CAS, and
+//!   when both are empty carves a whole group under one lock hold. A thread
+//!   that allocates and drops its own buffers touches no lock, and one that
+//!   fills buffers another thread drops takes the lock once per 32 buffers
+//!   on each side. Only orders whose group is at most 1/64 of the arena are
+//!   cached.
 //!
-//! Parked blocks are free but not merged. Whenever the free lists cannot
-//! serve a request, every cache is flushed into the free lists (merging as
+//! Cached blocks are free but not merged. Whenever the free lists cannot
+//! serve a request, every handle is flushed into the free lists (merging as
 //! usual) before the arena answers [`AllocError::ArenaFull`], so a failure
 //! always means that no block of that order exists even after merging every
 //! free buddy. [`BuddyArena::metrics`] flushes too, so `largest_free_block`
-//! reports the coalesced truth. At most `WAYS * (max_order + 1)` blocks are
-//! parked at any time.
+//! reports the coalesced truth. At most two groups per shard and cached
+//! order are cached, whatever the number of threads.
 //!
 //! # Layout
 //!
 //! Each file starts with the invariants it relies on and keeps:
 //!
 //! - `lists.rs`: the free lists (split, merge) under the mutex;
-//! - `cache.rs`: the per-order release caches in front of them, their
+//! - `cache.rs`: the per-shard group caches in front of them, their
 //!   markers and the flush;
 //! - `blocks.rs`: the shared state (`BuddyInner`), taking a block past the
 //!   caches, leases and their release, serving waiters;
@@ -47,6 +53,8 @@
 //! - `allocate.rs`: the [`BuddyAllocate`] future and the waiting policy
 //!   (feature `async-alloc`);
 //! - `builder.rs`: [`BuddyArenaBuilder`], geometry checks and build;
+//! - `loom_models.rs`: loom models of the cache protocol (`tests.rs`: the
+//!   unit tests);
 //! - this file: the [`BuddyArena`] handle, `allocate`, metrics.
 
 use std::fmt;
@@ -68,6 +76,8 @@ mod builder;
 mod cache;
 mod lists;
 mod teardown;
+#[cfg(all(test, arenabuf_loom))]
+mod loom_models;
 #[cfg(all(test, not(arenabuf_loom)))]
 mod tests;
 
