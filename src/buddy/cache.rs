@@ -272,12 +272,30 @@ impl BuddyInner {
         }
     }
 
-    /// Links the blocks `mask` of `group` of order `k` into the lists.
-    fn free_group(&self, lists: &mut FreeLists, group: u32, mut mask: u32, k: u32) {
-        while mask != 0 {
-            let bit = mask.trailing_zeros();
-            mask &= mask - 1;
-            lists.free(self.block_of(group, bit, k), k);
+    /// Links the blocks `mask` of `group` of order `k` into the lists, each
+    /// aligned run of them as one larger block (a whole group is one `free`
+    /// of order `group_order(k)`, not 32 that merge).
+    fn free_group(&self, lists: &mut FreeLists, group: u32, mask: u32, k: u32) {
+        let levels = self.group_order(k) - k;
+        let mask = u64::from(mask);
+        let mut i = mask.trailing_zeros();
+        while i < 32 {
+            // The largest aligned run of set bits that starts at `i`.
+            let mut m = 0;
+            while m < levels && i % (2 << m) == 0 {
+                let run = ((1u64 << (2 << m)) - 1) << i;
+                if mask & run != run {
+                    break;
+                }
+                m += 1;
+            }
+            lists.free(self.block_of(group, i, k), k + m);
+            let next = i + (1 << m);
+            i = if next >= 32 {
+                32
+            } else {
+                next + (mask >> next).trailing_zeros()
+            };
         }
     }
 
