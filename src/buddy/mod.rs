@@ -75,9 +75,9 @@ mod blocks;
 mod builder;
 mod cache;
 mod lists;
-mod teardown;
 #[cfg(all(test, arenabuf_loom))]
 mod loom_models;
+mod teardown;
 #[cfg(all(test, not(arenabuf_loom)))]
 mod tests;
 

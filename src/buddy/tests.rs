@@ -74,7 +74,7 @@ fn teardown_with_parked_and_live_blocks() {
 }
 
 /// Threads allocate blocks of mixed sizes (splitting and coalescing,
-/// through the caches and the lists), write, freeze and send them to
+/// through the group caches and the lists), write, freeze and send them to
 /// a third thread while the last handle drops: under miri, the
 /// data-race detector checks the park/take and lock orderings against
 /// the block bytes, and the leak checker checks the teardown.
@@ -83,7 +83,8 @@ fn threads_split_and_merge_and_drop_the_arena_midway() {
     use bytes::BufMut;
 
     let rounds: u8 = if cfg!(miri) { 12 } else { 200 };
-    let arena = arena(128, 16);
+    // 128 blocks: orders 0 and 1 are cached (groups of two and one).
+    let arena = arena(2048, 16);
     let (tx, rx) = std::sync::mpsc::channel::<(u8, bytes::Bytes)>();
     let checker = std::thread::spawn(move || {
         let mut last = None;
@@ -125,8 +126,8 @@ fn threads_split_and_merge_and_drop_the_arena_midway() {
     assert_eq!(arena.metrics().live_bytes, last.len());
     drop(last);
     let m = arena.metrics();
-    assert_eq!((m.live_bytes, m.largest_free_block), (0, 128));
-    let whole = arena.allocate(nz(128)).unwrap();
+    assert_eq!((m.live_bytes, m.largest_free_block), (0, 2048));
+    let whole = arena.allocate(nz(2048)).unwrap();
     drop(arena);
     drop(whole); // the last lease frees the arena
 }
