@@ -231,13 +231,13 @@ impl BuddyArena {
 
     /// The lock of the lists and the wait queue, held (tests check what
     /// works without it).
-    #[cfg(all(test, feature = "async-alloc"))]
+    #[cfg(all(test, feature = "async-alloc", not(arenabuf_loom)))]
     pub(crate) fn lock_queue(&self) -> impl Sized + '_ {
         sync::lock(&self.inner().lists)
     }
 
     /// Entries the wait queue's buffers have room for now.
-    #[cfg(all(test, feature = "async-alloc"))]
+    #[cfg(all(test, feature = "async-alloc", not(arenabuf_loom)))]
     pub(crate) fn queue_capacity(&self) -> usize {
         sync::lock(&self.inner().lists).waiters.heap_entries()
     }
