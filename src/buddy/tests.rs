@@ -29,14 +29,14 @@ fn rounds_up_splits_and_merges_back() {
 }
 
 #[test]
-fn full_means_no_block_even_after_merging_parked_ones() {
+fn full_means_no_block_even_after_merging_free_ones() {
     let arena = arena(256, 16);
     let halves = [
         arena.allocate(nz(128)).unwrap(),
         arena.allocate(nz(128)).unwrap(),
     ];
     assert_eq!(arena.allocate(nz(16)).unwrap_err(), AllocError::ArenaFull);
-    drop(halves); // both parked in caches, unmerged
+    drop(halves); // to the lists, merged (an arena this small caches nothing)
     assert_eq!(arena.allocate(nz(256)).unwrap().capacity(), 256);
     assert_eq!(
         arena.allocate(nz(257)).unwrap_err(),
@@ -65,12 +65,12 @@ fn fragmentation_leaves_only_minimum_blocks() {
 
 #[test]
 fn teardown_with_parked_and_live_blocks() {
-    let arena = arena(1024, 16);
+    let arena = arena(4096, 16); // orders 0..=2 (16..64 B) cached
     let parked = arena.allocate(nz(64)).unwrap();
     let live = arena.allocate(nz(16)).unwrap();
     drop(parked);
     drop(arena); // flushes the parked block; `live` keeps the arena
-    drop(live); // closed slot: goes to the lists, frees the arena
+    drop(live); // closed handle: goes to the lists, frees the arena
 }
 
 /// Threads allocate blocks of mixed sizes (splitting and coalescing,
