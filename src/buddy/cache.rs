@@ -58,6 +58,11 @@
 //!   block happen before its next holder's.
 //! - Correctness never assumes one thread per shard: every handle update is
 //!   a CAS or a swap, and threads that share a shard only contend.
+//! - `alloc_count`: the blocks a carve puts into an `alloc` handle are
+//!   counted as allocated then, and uncounted when a flush takes them out
+//!   unallocated; a take from `alloc` adds nothing, a take from `freed` or
+//!   a block from the lock path adds one. `metrics()` flushes before it
+//!   sums, so the count it reports is exact.
 //! - Bounded memory: at most two groups per shard and cached order are
 //!   cached, `2 * S * sum_k group_size(k)` bytes in all, whatever the
 //!   number of threads; an idle thread's shard holds at most two groups per
@@ -181,15 +186,22 @@ impl BuddyInner {
     }
 
     /// Takes a cached block of order `k` for the thread `thread`: its
-    /// shard's `freed` blocks first (warm), then its `alloc` blocks.
+    /// shard's `freed` blocks first (warm), then its `alloc` blocks. The
+    /// flag says whether the allocation still has to be counted in
+    /// `allocs`: blocks put into `alloc` were counted by the carve (and
+    /// uncounted when they leave it unallocated), so that the take of a
+    /// thread that allocates what others drop takes one locked instruction,
+    /// not two.
     #[inline]
-    pub(super) fn cache_take(&self, k: u32, thread: usize) -> Option<u32> {
+    pub(super) fn cache_take(&self, k: u32, thread: usize) -> Option<(u32, bool)> {
         if k >= self.cached_orders {
             return None;
         }
         let c = self.group_cache(k, thread);
-        self.take_from(&c.freed, k)
-            .or_else(|| self.take_from(&c.alloc, k))
+        if let Some(b) = self.take_from(&c.freed, k) {
+            return Some((b, true));
+        }
+        self.take_from(&c.alloc, k).map(|b| (b, false))
     }
 
     /// Takes the lowest block of a handle's group with one CAS.
@@ -307,6 +319,8 @@ impl BuddyInner {
     pub(super) fn refill(&self, lists: &mut FreeLists, k: u32, thread: usize) -> Option<u32> {
         let c = self.group_cache(k, thread);
         if let Some(b) = self.take_from(&c.alloc, k) {
+            // Counted by its carve; the caller counts it again.
+            self.allocs.add_n(thread, 1u64.wrapping_neg());
             return Some(b);
         }
         let gk = self.group_order(k);
@@ -336,8 +350,11 @@ impl BuddyInner {
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 )
-                .is_err()
+                .is_ok()
             {
+                // Counted now, taken without counting (`cache_take`).
+                self.allocs.add_n(thread, u64::from(rest.count_ones()));
+            } else {
                 self.free_group(lists, group, rest, k);
             }
         }
@@ -359,6 +376,11 @@ impl BuddyInner {
                 // AcqRel: the parking releaser's writes to the blocks happen
                 // before whoever gets them next.
                 if let Some((group, mask)) = unpack(h.swap(marker, Ordering::AcqRel)) {
+                    if std::ptr::eq(h, &c.alloc) {
+                        // Counted by their carve, never allocated.
+                        self.allocs
+                            .add_n(i, u64::from(mask.count_ones()).wrapping_neg());
+                    }
                     self.free_group(lists, group, mask, k);
                 }
             }

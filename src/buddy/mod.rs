@@ -193,10 +193,17 @@ impl BuddyArena {
         let arena = self.inner();
         let thread = sync::thread_index();
         let block = match arena.cache_take(k, thread) {
-            Some(b) => b,
-            None => arena.allocate_slow(k, thread, count_failure)?,
+            Some((b, false)) => b,
+            Some((b, true)) => {
+                arena.allocs.add(thread);
+                b
+            }
+            None => {
+                let b = arena.allocate_slow(k, thread, count_failure)?;
+                arena.allocs.add(thread);
+                b
+            }
         };
-        arena.allocs.add(thread);
         arena.full.succeeded();
         Ok(Buffer::from_lease(
             arena.lease(self.inner, block, k),

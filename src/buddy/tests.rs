@@ -282,7 +282,14 @@ fn cross_thread_releases_return_whole_groups_that_the_next_carve_reuses() {
     drop(again);
     let m = arena.metrics();
     assert_eq!((m.live_bytes, m.largest_free_block), (0, CACHED_TOTAL));
+    assert_eq!(m.alloc_count, 96, "carved blocks count once allocated");
     assert_eq!(arena.inner().cached_bytes(), 0, "metrics() flushed");
+    // Carved and flushed unallocated: not counted.
+    let one = arena.allocate(nz(1)).unwrap();
+    assert_eq!(arena.metrics().alloc_count, 97);
+    drop(one);
+    let m = arena.metrics();
+    assert_eq!((m.alloc_count, m.live_bytes), (97, 0));
 }
 
 #[test]
