@@ -275,6 +275,11 @@ impl ShardedCounter {
         self.shards[hint % SHARDS].0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n` (wrapping: `n.wrapping_neg()` subtracts; the sum wraps too).
+    pub(crate) fn add_n(&self, hint: usize, n: u64) {
+        self.shards[hint % SHARDS].0.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn sum(&self) -> u64 {
         self.shards
             .iter()

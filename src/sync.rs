@@ -22,7 +22,7 @@
 pub(crate) use alloc::sync::Arc;
 #[cfg(not(arenabuf_loom))]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(all(not(arenabuf_loom), feature = "std"))]
 pub(crate) use std::sync::Mutex;
 
@@ -35,7 +35,7 @@ pub(crate) type Mutex<T> = spin::Mutex<T>;
 
 #[cfg(arenabuf_loom)]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(arenabuf_loom)]
 #[cfg_attr(not(feature = "async-alloc"), allow(unused_imports))]
 pub(crate) use loom::sync::{Arc, Mutex};
@@ -77,6 +77,19 @@ pub(crate) fn thread_index() -> usize {
 #[inline]
 pub(crate) fn thread_index() -> usize {
     0
+}
+
+/// Cache shards for a new arena: about four per CPU, a power of two, at
+/// most 256; one under loom and without `std`, where every thread has
+/// index 0.
+pub(crate) fn cache_shards() -> usize {
+    #[cfg(any(arenabuf_loom, not(feature = "std")))]
+    return 1;
+    #[cfg(all(not(arenabuf_loom), feature = "std"))]
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get().saturating_mul(4))
+        .clamp(1, 256)
+        .next_power_of_two()
 }
 
 /// The clock of the buddy arena's head windows. A unit test may freeze

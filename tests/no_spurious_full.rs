@@ -118,6 +118,31 @@ fn buddy_exactly_enough_blocks_never_full() {
     check_buddy(THREADS);
 }
 
+/// The buddy arena with its group caches in play (2048 minimum blocks:
+/// order 0 is cached in groups of 32), all but `THREADS + 1` blocks held
+/// by this thread: the spare blocks move between the workers' shard
+/// handles and the free lists, and must be found every time (by the flush
+/// of every handle before `ArenaFull`).
+#[test]
+fn buddy_tight_with_group_caches_never_full() {
+    let (min, blocks) = (64, 2048);
+    let arena = BuddyArena::builder(nz(min * blocks), nz(min))
+        .build()
+        .expect("valid configuration");
+    let held: Vec<_> = (0..blocks - THREADS - 1)
+        .map(|_| arena.allocate(nz(16)).expect("room to hold"))
+        .collect();
+    hammer(&arena, "buddy with group caches, one spare", |a| {
+        a.allocate(nz(16))
+    });
+    let m = arena.metrics();
+    assert_eq!(m.alloc_failure_count, 0, "{m:?}");
+    assert_eq!(m.alloc_count, (held.len() + THREADS * per_thread()) as u64);
+    assert_eq!(m.live_bytes, held.len() * min);
+    drop(held);
+    assert_eq!(arena.metrics().largest_free_block, min * blocks);
+}
+
 #[test]
 fn fixed_multi_word_nearly_empty_never_full() {
     // 200 slots span several 63-slot bitmap words.

@@ -2,7 +2,7 @@
 //! [`BuddyArena::allocate_async`](super::BuddyArena::allocate_async).
 //!
 //! The wait queue lives under the same mutex as the free lists. While tasks
-//! wait, every cache slot holds the `WAIT_SLOT` marker, so releases go to
+//! wait, every cache handle holds the `WAIT_MARK` marker, so releases go to
 //! the mutex: they merge their block, then serve the queue. The rule:
 //!
 //! 1. The head waiter (the earliest) is served as soon as its block can be

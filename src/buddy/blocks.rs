@@ -1,16 +1,19 @@
 //! The shared state of a [`BuddyArena`](super::BuddyArena) and the life of
-//! a block past the release caches: taking one under the lock, its lease,
-//! its release (park, or merge and serve waiters), teardown on the last one.
+//! a block past the group caches: taking one under the lock, its lease, its
+//! release (park, swap the cached group, or merge and serve waiters),
+//! teardown on the last one.
 //!
 //! # Invariants
 //!
 //! - Every byte of the region is in exactly one of: a block linked in the
-//!   free lists, a block parked in a cache slot, or a leased block (or a
+//!   free lists, a block held in a cache handle, or a leased block (or a
 //!   grant not picked up yet, which is a lease);
 //! - a block's bytes are accessed only by the holder of its lease;
-//! - a release that parked its block touches nothing afterwards; one that
-//!   goes to the lock frees the arena if it sees `closed` and all memory
-//!   free (`teardown.rs`).
+//! - a release that parked its block touches nothing afterwards (nor one
+//!   that swapped groups under the lock, once it unlocked: the arena was not
+//!   closed, its handles held no `CLOSED_MARK`); one that goes to the lists
+//!   frees the arena if it sees `closed` and all memory free
+//!   (`teardown.rs`).
 
 use alloc::boxed::Box;
 use core::ptr::NonNull;
@@ -21,23 +24,26 @@ use crate::metrics::ShardedCounter;
 use crate::region::{Region, scrub};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering};
 
-#[cfg(feature = "async-alloc")]
-use super::cache::WAIT_SLOT;
-use super::cache::Way;
-use super::lists::{FreeLists, NIL};
+use super::cache::{GroupCache, Park};
+use super::lists::FreeLists;
 use super::teardown::teardown;
 
 /// The shared state of a buddy arena.
 ///
 /// Invariants:
 /// - every byte of the region is in exactly one of: a block linked in the
-///   free lists, a block parked in a cache slot, or a leased block;
+///   free lists, a block held in a cache handle, or a leased block;
 /// - a block's bytes are accessed only by the holder of its lease;
 /// - the value is freed exactly once, by whoever sees `closed` and
 ///   `free_bytes == total_size` under the lock (see the module docs).
 pub(crate) struct BuddyInner {
     pub(super) lists: Mutex<FreeLists>,
-    pub(super) cache: Box<[Way]>,
+    /// The group caches: `cached_orders` entries per shard, shard-major.
+    pub(super) cache: Box<[GroupCache]>,
+    /// Orders `0..cached_orders` are cached (`cache.rs`).
+    pub(super) cached_orders: u32,
+    /// `log2` of the number of shards.
+    pub(super) shard_bits: u32,
     pub(super) region: Region,
     pub(super) total_size: usize,
     pub(super) min_block_size: usize,
@@ -59,12 +65,24 @@ impl BuddyInner {
     /// is an `ArenaFull` answer (counted, and the `arena full` event) or
     /// just the first step of a wait (not counted, as on a fixed arena).
     #[cold]
-    pub(super) fn allocate_slow(&self, k: u32, count_failure: bool) -> Result<u32, AllocError> {
+    pub(super) fn allocate_slow(
+        &self,
+        k: u32,
+        thread: usize,
+        count_failure: bool,
+    ) -> Result<u32, AllocError> {
         let mut lists = sync::lock(&self.lists);
         if !lists.has_waiters() {
-            if let Some(b) = lists.take(k) {
+            let got = if k < self.cached_orders {
+                self.refill(&mut lists, k, thread)
+            } else {
+                lists.take(k)
+            };
+            if let Some(b) = got {
                 return Ok(b);
             }
+            // Every cached block to the lists, merged: a failure below
+            // means no block of order `k` exists (see `cache.rs`).
             self.flush(&mut lists);
             if let Some(b) = lists.take(k) {
                 return Ok(b);
@@ -168,12 +186,7 @@ impl BuddyInner {
         lists.ticker = ticker;
         if lists.wait_markers && lists.waiters.is_empty() && !lists.closed {
             lists.wait_markers = false;
-            for way in self.cache.iter() {
-                // Only our own markers: parking is possible again.
-                let _ =
-                    way.0
-                        .compare_exchange(WAIT_SLOT, NIL, Ordering::Relaxed, Ordering::Relaxed);
-            }
+            self.clear_wait_markers();
         }
         wake
     }
@@ -276,17 +289,22 @@ impl BuddyLease {
             // SAFETY: the block is still ours; nobody else reads it.
             unsafe { scrub(ptr, cap) };
         }
-        // Release: our writes to the block happen before the next taker's
-        // Acquire. After a successful park we touch nothing: the arena may
-        // be torn down at any moment from then on.
-        let way = arena.way(self.order, sync::thread_index());
-        if way
-            .compare_exchange(NIL, self.block, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
-        {
+        // After a successful park we touch nothing: the arena may be torn
+        // down at any moment from then on.
+        let thread = sync::thread_index();
+        let park = arena.park(self.block, self.order, thread);
+        if let Park::Parked = park {
             return;
         }
         let mut lists = sync::lock(&arena.lists);
+        if let Park::OtherGroup = park {
+            // One lock for the up to 32 blocks of the old group. The handle
+            // held no marker, so the arena is not closed: unlocking is the
+            // last thing we do to it.
+            if arena.park_swapping(&mut lists, self.block, self.order, thread) {
+                return;
+            }
+        }
         lists.free(self.block, self.order);
         #[cfg(feature = "async-alloc")]
         let wake = arena.serve_waiters(self.inner, &mut lists);

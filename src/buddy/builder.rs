@@ -4,7 +4,7 @@
 //! Invariants established here: `min_block_size` is a power of two, the
 //! region is a power-of-two number (at most `MAX_BLOCKS`) of minimum
 //! blocks, the free lists start with the whole region as one block of the
-//! top order, and every cache slot is empty.
+//! top order, and every cache handle is empty.
 
 use alloc::boxed::Box;
 use core::num::NonZeroUsize;
@@ -14,11 +14,11 @@ use crate::error::BuildError;
 use crate::metrics::ShardedCounter;
 use crate::region::MemoryConfig;
 use crate::region::table::{try_box, try_table};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex};
 
 use super::BuddyArena;
 use super::blocks::BuddyInner;
-use super::cache::{WAYS, Way};
+use super::cache::{GroupCache, cached_orders};
 use super::lists::{FreeLists, MAX_BLOCKS, NIL};
 
 /// Configures and builds a [`BuddyArena`]; from [`BuddyArena::builder`],
@@ -64,8 +64,10 @@ impl BuddyArenaBuilder {
     /// Validates the geometry, reserves the memory and builds the arena.
     ///
     /// Besides the region itself, the arena keeps 9 bytes of bookkeeping per
-    /// minimum block on the heap. Every allocation `build()` makes is
-    /// fallible.
+    /// minimum block on the heap, plus one 64-byte cache line per cache
+    /// shard (about four per CPU, at most 256) and cached order (the orders
+    /// whose 32-block groups are at most 1/64 of the arena). Every
+    /// allocation `build()` makes is fallible.
     ///
     /// # Errors
     ///
@@ -134,12 +136,14 @@ impl BuddyArenaBuilder {
             wait_markers: false,
         };
         lists.link(0, max_order);
-        let cache = try_table((max_order as usize + 1) * WAYS, |_| {
-            Way(AtomicU32::new(NIL))
-        })?;
+        let cached = cached_orders(max_order);
+        let shards = crate::sync::cache_shards();
+        let cache = try_table(shards * cached as usize, |_| GroupCache::new())?;
         let inner = try_box(BuddyInner {
             lists: Mutex::new(lists),
             cache,
+            cached_orders: cached,
+            shard_bits: shards.trailing_zeros(),
             region,
             total_size: total,
             min_block_size: min,

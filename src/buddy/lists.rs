@@ -13,12 +13,12 @@
 
 use alloc::boxed::Box;
 
-use super::cache::{CLOSED_SLOT, WAIT_SLOT};
+use super::cache::{CLOSED_MARK, EMPTY, WAIT_MARK};
 
 /// Most minimum blocks an arena may have (indices are `u32`, with two
 /// values kept for markers); also bounds `max_order` to 31.
 pub(crate) const MAX_BLOCKS: usize = 1 << 31;
-/// No block: end of a list, or an empty cache slot.
+/// No block: the end of a list.
 pub(super) const NIL: u32 = u32::MAX;
 
 /// The free lists, and the counters kept under the same lock.
@@ -52,7 +52,7 @@ pub(super) struct FreeLists {
     /// task polls until the reservation lapses.
     #[cfg(feature = "async-alloc")]
     pub(super) ticker: Option<crate::sync::Arc<crate::wait::Node>>,
-    /// Whether cache slots may hold [`WAIT_SLOT`] markers (set by a flush
+    /// Whether cache handles may hold [`WAIT_MARK`]s (set by a flush
     /// while tasks wait, cleared once the emptied queue took them back), so
     /// that releases through the lists scan the cache only when they must.
     #[cfg(feature = "async-alloc")]
@@ -134,14 +134,14 @@ impl FreeLists {
         false
     }
 
-    /// What the cache slots must hold while nothing is parked in them.
-    pub(super) fn cache_marker(&self) -> u32 {
+    /// What the cache handles must hold while nothing is parked in them.
+    pub(super) fn cache_marker(&self) -> u64 {
         if self.closed {
-            CLOSED_SLOT
+            CLOSED_MARK
         } else if self.has_waiters() {
-            WAIT_SLOT
+            WAIT_MARK
         } else {
-            NIL
+            EMPTY
         }
     }
 }

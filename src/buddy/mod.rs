@@ -17,28 +17,34 @@
 //!   down; release merges the block with its buddy while the buddy is free,
 //!   then links the result. Every step is O(1); a whole operation is
 //!   O(max_order).
-//! - **Release caches** in front: per order, [`WAYS`] atomic slots (each on
-//!   its own cache line) that each hold one free, not-yet-merged block. A
-//!   release first tries to park its block in its thread's slot (one CAS);
-//!   an allocation of that order first tries to take it from there. A
-//!   buffer allocated and dropped over and over by a thread therefore costs
-//!   two atomic operations and never touches the mutex, instead of merging
-//!   up to `max_order` levels and splitting them again each time.
+//! - **Group caches** in front (`cache.rs`): per shard (about four per
+//!   CPU, chosen by thread) and per small order `k`, two atomic *handles*
+//!   on their own cache line, each holding blocks of one *group* (the 32
+//!   aligned order-`k` blocks of one order-`k + 5` block, fewer near the
+//!   top). A release adds its block to its shard's `freed` handle with one
+//!   CAS when the block is of the group held there, else swaps its group in
+//!   and returns the old group's blocks to the lists under one lock hold;
+//!   an allocation takes a block from `freed` or `alloc` with one CAS, and
+//!   when both are empty carves a whole group under one lock hold. A thread
+//!   that allocates and drops its own buffers touches no lock, and one that
+//!   fills buffers another thread drops takes the lock once per 32 buffers
+//!   on each side. Only orders whose group is at most 1/64 of the arena are
+//!   cached.
 //!
-//! Parked blocks are free but not merged. Whenever the free lists cannot
-//! serve a request, every cache is flushed into the free lists (merging as
+//! Cached blocks are free but not merged. Whenever the free lists cannot
+//! serve a request, every handle is flushed into the free lists (merging as
 //! usual) before the arena answers [`AllocError::ArenaFull`], so a failure
 //! always means that no block of that order exists even after merging every
 //! free buddy. [`BuddyArena::metrics`] flushes too, so `largest_free_block`
-//! reports the coalesced truth. At most `WAYS * (max_order + 1)` blocks are
-//! parked at any time.
+//! reports the coalesced truth. At most two groups per shard and cached
+//! order are cached, whatever the number of threads.
 //!
 //! # Layout
 //!
 //! Each file starts with the invariants it relies on and keeps:
 //!
 //! - `lists.rs`: the free lists (split, merge) under the mutex;
-//! - `cache.rs`: the per-order release caches in front of them, their
+//! - `cache.rs`: the per-shard group caches in front of them, their
 //!   markers and the flush;
 //! - `blocks.rs`: the shared state (`BuddyInner`), taking a block past the
 //!   caches, leases and their release, serving waiters;
@@ -47,6 +53,8 @@
 //! - `allocate.rs`: the [`BuddyAllocate`] future and the waiting policy
 //!   (feature `async-alloc`);
 //! - `builder.rs`: [`BuddyArenaBuilder`], geometry checks and build;
+//! - `loom_models.rs`: loom models of the cache protocol (`tests.rs`: the
+//!   unit tests);
 //! - this file: the [`BuddyArena`] handle, `allocate`, metrics.
 
 use core::fmt;
@@ -67,6 +75,8 @@ mod blocks;
 mod builder;
 mod cache;
 mod lists;
+#[cfg(all(test, arenabuf_loom))]
+mod loom_models;
 mod teardown;
 #[cfg(all(test, not(arenabuf_loom)))]
 mod tests;
@@ -75,9 +85,7 @@ mod tests;
 pub use allocate::BuddyAllocate;
 pub(crate) use blocks::{BuddyInner, BuddyLease};
 pub use builder::BuddyArenaBuilder;
-use cache::MARKERS;
 pub(crate) use lists::MAX_BLOCKS;
-use lists::NIL;
 
 /// A pool of power-of-two blocks carved from one region.
 ///
@@ -184,18 +192,18 @@ impl BuddyArena {
         let k = self.order_for(len.get())?;
         let arena = self.inner();
         let thread = sync::thread_index();
-        let way = arena.way(k, thread);
-        let parked = way.load(Ordering::Relaxed);
-        let block = if parked < MARKERS
-            && way
-                .compare_exchange(parked, NIL, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            parked
-        } else {
-            arena.allocate_slow(k, count_failure)?
+        let block = match arena.cache_take(k, thread) {
+            Some((b, false)) => b,
+            Some((b, true)) => {
+                arena.allocs.add(thread);
+                b
+            }
+            None => {
+                let b = arena.allocate_slow(k, thread, count_failure)?;
+                arena.allocs.add(thread);
+                b
+            }
         };
-        arena.allocs.add(thread);
         arena.full.succeeded();
         Ok(Buffer::from_lease(
             arena.lease(self.inner, block, k),
@@ -239,13 +247,13 @@ impl BuddyArena {
 
     /// The lock of the lists and the wait queue, held (tests check what
     /// works without it).
-    #[cfg(all(test, feature = "async-alloc"))]
+    #[cfg(all(test, feature = "async-alloc", not(arenabuf_loom)))]
     pub(crate) fn lock_queue(&self) -> impl Sized + '_ {
         sync::lock(&self.inner().lists)
     }
 
     /// Entries the wait queue's buffers have room for now.
-    #[cfg(all(test, feature = "async-alloc"))]
+    #[cfg(all(test, feature = "async-alloc", not(arenabuf_loom)))]
     pub(crate) fn queue_capacity(&self) -> usize {
         sync::lock(&self.inner().lists).waiters.heap_entries()
     }

@@ -1,8 +1,9 @@
 //! Tearing a [`BuddyArena`](super::BuddyArena) down.
 //!
 //! Leases hold no reference count. The last handle takes the mutex, sets
-//! `closed`, and flushes every cache slot, leaving the [`CLOSED_SLOT`]
-//! marker in it, so later releases cannot park and go to the mutex instead.
+//! `closed`, and flushes every cache handle, leaving the `CLOSED_MARK`
+//! marker in it, so later releases cannot park (nor swap groups) and go to
+//! the lists under the mutex instead.
 //! Whoever, under the mutex, sees `closed` with all memory free, frees the
 //! arena after unlocking; a release that parked its block successfully
 //! touches nothing afterwards.
@@ -11,7 +12,8 @@
 //! # Invariants
 //!
 //! - `closed` is set once, under the lock, by the last handle, which also
-//!   leaves [`CLOSED_SLOT`](super::cache::CLOSED_SLOT) in every cache slot;
+//!   leaves `CLOSED_MARK` in every cache handle, so that `free_bytes`
+//!   counts every free block from then on;
 //! - the arena is freed by exactly one party: whoever, under the lock, sees
 //!   `closed` and `free_bytes == total_size`, after unlocking.
 

@@ -90,7 +90,7 @@ impl FixedArenaBuilder {
         let region = self
             .memory
             .reserve(total, slot_capacity, self.zero_on_release)?;
-        let slots = CachedBitmap::try_new(slot_count, CachedBitmap::default_shards())?;
+        let slots = CachedBitmap::try_new(slot_count, crate::sync::cache_shards())?;
         let releases = try_table(slot_count, |_| AtomicU64::new(0))?;
         let inner = try_box(FixedInner {
             slots,

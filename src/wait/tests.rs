@@ -73,16 +73,18 @@ fn buddy_cancelled_waiters_behind_a_live_head_keep_no_memory() {
 }
 
 /// Picks up a grant on another thread while this one holds the arena's
-/// queue lock: the pickup must not need it.
+/// queue lock: the pickup must not need it. (The buffer picked up is
+/// dropped after the lock: its release may need the lock.)
 fn pick_up_while_locked<F>(lock: impl Sized, mut waiter: Pin<Box<F>>)
 where
     F: Future + Send + 'static,
+    F::Output: Send,
 {
     let (tx, rx) = std::sync::mpsc::channel();
     let picker = std::thread::spawn(move || {
-        let ready = poll(waiter.as_mut()).is_ready();
-        tx.send(ready).unwrap();
-        waiter
+        let out = poll(waiter.as_mut());
+        tx.send(out.is_ready()).unwrap();
+        (waiter, out)
     });
     let ready = rx
         .recv_timeout(Duration::from_secs(30))

@@ -155,18 +155,6 @@ impl CachedBitmap {
         Self::try_new(slots, shards).unwrap()
     }
 
-    /// Shards for this machine: about four per CPU, a power of two (one
-    /// under loom and without `std`, where every thread has index 0).
-    pub(crate) fn default_shards() -> usize {
-        #[cfg(any(arenabuf_loom, not(feature = "std")))]
-        return 1;
-        #[cfg(all(not(arenabuf_loom), feature = "std"))]
-        std::thread::available_parallelism()
-            .map_or(4, |n| n.get().saturating_mul(4))
-            .clamp(1, 256)
-            .next_power_of_two()
-    }
-
     /// The shard of the thread with index `thread` (see `sync::thread_index`).
     #[inline]
     pub(crate) fn shard_of(&self, thread: usize) -> usize {
