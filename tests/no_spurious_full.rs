@@ -253,3 +253,74 @@ fn buddy_freed_on_another_thread_never_full() {
     );
     assert_eq!(m.largest_free_block, min * 64);
 }
+
+/// A buddy arena whose small orders are cached (128 minimum blocks), all
+/// but three held, and more threads than cache shards: a token keeps at
+/// most three buffers live among them, and half are dropped on a thread
+/// that never allocates, so no allocation may fail, whatever the caches
+/// hold at the moment. This storm drives failing allocations' flushes of
+/// the caches often; the race they now close (a block parked behind a
+/// one-pass flush while another is taken ahead of it) is narrow, and this
+/// storm did not hit it on a 2-core machine before the fix.
+#[test]
+fn buddy_token_bounded_storm_with_cached_orders_never_full() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const FREE: usize = 3;
+    let (min, blocks) = (64, 128);
+    let arena = BuddyArena::builder(nz(min * blocks), nz(min))
+        .build()
+        .unwrap();
+    let held: Vec<_> = (0..blocks - FREE)
+        .map(|_| arena.allocate(nz(min)).unwrap())
+        .collect();
+    let live = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel::<(Buffer, Arc<AtomicUsize>)>();
+    let dropper = thread::spawn(move || {
+        for (buf, live) in rx {
+            drop(buf);
+            live.fetch_sub(1, Ordering::SeqCst);
+        }
+    });
+    let threads = thread::available_parallelism().map_or(2, NonZeroUsize::get) * 4 + 3;
+    let iters = per_thread() / 50;
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (arena, live, tx) = (arena.clone(), Arc::clone(&live), tx.clone());
+            thread::spawn(move || {
+                for i in 0..iters {
+                    loop {
+                        let n = live.load(Ordering::SeqCst);
+                        if n < FREE
+                            && live
+                                .compare_exchange(n, n + 1, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok()
+                        {
+                            break;
+                        }
+                        thread::yield_now();
+                    }
+                    let mut buf = arena
+                        .allocate(nz(min))
+                        .unwrap_or_else(|e| panic!("thread {t}, round {i}: spurious {e:?}"));
+                    buf.put_u8(t as u8);
+                    if i % 2 == 0 {
+                        drop(buf);
+                        live.fetch_sub(1, Ordering::SeqCst);
+                    } else {
+                        tx.send((buf, Arc::clone(&live))).expect("dropper alive");
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    for w in workers {
+        w.join().expect("worker panicked");
+    }
+    dropper.join().unwrap();
+    drop(held);
+    let m = arena.metrics();
+    assert_eq!((m.alloc_failure_count, m.live_bytes), (0, 0), "{m:?}");
+    assert_eq!(m.largest_free_block, min * blocks);
+}

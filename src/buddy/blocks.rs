@@ -81,10 +81,13 @@ impl BuddyInner {
             if let Some(b) = got {
                 return Ok(b);
             }
-            // Every cached block to the lists, merged: a failure below
-            // means no block of order `k` exists (see `cache.rs`).
-            self.flush(&mut lists);
-            if let Some(b) = lists.take(k) {
+            // Every cached block to the lists, merged, with nothing parked
+            // or taken meanwhile: a failure below means no block of order
+            // `k` exists (see `cache.rs`).
+            self.flush_all(&mut lists);
+            let got = lists.take(k);
+            self.end_flush_all();
+            if let Some(b) = got {
                 return Ok(b);
             }
         }

@@ -39,9 +39,11 @@
 //!   handle and a lease a block moves with one CAS on the handle; between a
 //!   handle and the lists only under the lock, in one lock hold (a swap, a
 //!   carve, a flush). So whoever holds the lock sees every free block either
-//!   in the lists or in a handle: [`BuddyInner::flush`] under the lock moves
-//!   every cached block to the lists, and an allocation fails only after one
-//!   (no spurious `ArenaFull`, as with the single-block caches before).
+//!   in the lists or in a handle: [`BuddyInner::flush_all`] under the lock
+//!   moves every cached block to the lists and leaves `FLUSH_MARK` in the
+//!   handles until the allocation has looked (nothing is parked or taken
+//!   behind the pass's back), and an allocation fails only after one (no
+//!   spurious `ArenaFull`).
 //! - Only a lock holder puts a group into a handle that did not hold that
 //!   group (`EMPTY` → group by a release is a park of one block, the one
 //!   exception; it needs no lock because the block comes from a lease).
@@ -79,6 +81,12 @@ pub(super) const EMPTY: u64 = 0;
 pub(super) const WAIT_MARK: u64 = u64::MAX - 1;
 /// A handle of a closed arena: nothing may be parked ever again.
 pub(super) const CLOSED_MARK: u64 = u64::MAX;
+/// A handle while a failing allocation holds the lock after flushing it:
+/// nothing may be parked or taken behind the flush's back, so that the
+/// flush sees every free block at once (see [`BuddyInner::flush_all`]).
+pub(super) const FLUSH_MARK: u64 = u64::MAX - 2;
+/// Handle values from here up are markers.
+const MARKERS: u64 = FLUSH_MARK;
 
 /// The two handles of one shard for one order, on their own cache line.
 #[repr(align(64))]
@@ -119,7 +127,7 @@ fn pack(group: u32, mask: u32) -> u64 {
 /// The group and mask of a handle value, or `None` for [`EMPTY`] and the
 /// markers.
 fn unpack(h: u64) -> Option<(u32, u32)> {
-    if h == EMPTY || h >= WAIT_MARK {
+    if h == EMPTY || h >= MARKERS {
         None
     } else {
         Some(((h >> 32) as u32 - 1, h as u32))
@@ -221,7 +229,7 @@ impl BuddyInner {
         let mut cur = h.load(Ordering::Relaxed);
         loop {
             let next = match unpack(cur) {
-                _ if cur >= WAIT_MARK => return Park::Marker,
+                _ if cur >= MARKERS => return Park::Marker,
                 None => pack(group, bit),
                 Some((g, mask)) if g == group => {
                     debug_assert_eq!(mask & bit, 0, "block released twice");
@@ -253,7 +261,7 @@ impl BuddyInner {
         let h = &self.group_cache(k, thread).freed;
         let mut cur = h.load(Ordering::Relaxed);
         loop {
-            if cur >= WAIT_MARK {
+            if cur >= MARKERS {
                 return false;
             }
             let (next, old) = match unpack(cur) {
@@ -352,7 +360,16 @@ impl BuddyInner {
     /// Moves every cached block to the free lists, leaving the marker the
     /// lists' state calls for (closed, waiting, or empty) in each handle.
     pub(super) fn flush(&self, lists: &mut FreeLists) {
-        let marker = lists.cache_marker();
+        self.flush_with(lists, EMPTY);
+    }
+
+    /// [`flush`](Self::flush), leaving `instead_of_empty` where the lists'
+    /// state calls for an empty handle.
+    fn flush_with(&self, lists: &mut FreeLists, instead_of_empty: u64) {
+        let marker = match lists.cache_marker() {
+            EMPTY => instead_of_empty,
+            marker => marker,
+        };
         #[cfg(feature = "async-alloc")]
         {
             lists.wait_markers = marker == WAIT_MARK;
@@ -371,6 +388,31 @@ impl BuddyInner {
                     }
                     self.free_group(lists, group, mask, k);
                 }
+            }
+        }
+    }
+
+    /// Under the lock, before an allocation answers `ArenaFull`: moves every
+    /// cached block to the lists like [`flush`](Self::flush), but leaves
+    /// [`FLUSH_MARK`] where it would leave the handles empty, until
+    /// [`end_flush_all`](Self::end_flush_all) (in the same lock hold).
+    ///
+    /// A plain flush is one pass over the handles: a release could park a
+    /// block in a handle the pass had emptied while another thread took one
+    /// from a handle it had not reached yet, and the allocation would fail
+    /// though a block was free at every moment. With the marks, a block
+    /// released meanwhile waits for the lock and goes to the lists, and a
+    /// take finds a mark and waits for the lock too: the lists then hold
+    /// every free block.
+    pub(super) fn flush_all(&self, lists: &mut FreeLists) {
+        self.flush_with(lists, FLUSH_MARK);
+    }
+
+    /// Ends [`flush_all`](Self::flush_all): takes its marks out.
+    pub(super) fn end_flush_all(&self) {
+        for c in self.cache.iter() {
+            for h in [&c.alloc, &c.freed] {
+                let _ = h.compare_exchange(FLUSH_MARK, EMPTY, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
     }
