@@ -140,7 +140,7 @@ impl FixedInner {
 
     /// Under the queue lock: grants the slots of `batch` to head waiters
     /// and clears the rest. Returns whether that emptied a closed word:
-    /// the caller then owns its teardown count (see [`hand_over`]).
+    /// the caller then owns its teardown count (see [`HandOver::batch`]).
     #[cfg(feature = "async-alloc")]
     #[must_use]
     fn grant(
