@@ -1,12 +1,12 @@
 // The cross-thread pipeline of `benches/allocator_groups` (`cross_thread`),
-// timed side by side: included by `tests/cross_thread_timing.rs` (the
-// system allocator) and `tests/cross_thread_timing_mimalloc.rs`.
+// timed side by side: included by `benches/cross_thread_alternating.rs` (the
+// system allocator) and `benches/cross_thread_alternating_mimalloc.rs`.
 
 use std::num::NonZeroUsize;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use arenabuf::BuddyArena;
+use arenabuf::{BuddyArena, FixedArena};
 use bytes::{BufMut, Bytes, BytesMut};
 
 const BATCH: usize = 256;
@@ -39,8 +39,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Prints the median time per buffer of each implementation and its net
-/// ratio to `BytesMut` ((ours - floor) / (bytesmut - floor)); asserts
-/// nothing (a timing, not a test of behaviour).
+/// ratio to `BytesMut` ((ours - floor) / (bytesmut - floor)).
 fn run(label: &str) {
     let nz = |n| NonZeroUsize::new(n).unwrap();
     for size in [256usize, 4096] {
@@ -48,8 +47,9 @@ fn run(label: &str) {
             let arena = BuddyArena::builder(nz(CAPACITY * size), nz(size.min(256)))
                 .build()
                 .unwrap();
+            let fixed = FixedArena::builder(nz(CAPACITY), nz(size)).build().unwrap();
             let data = vec![7u8; size];
-            let mut times: [Vec<f64>; 4] = Default::default();
+            let mut times: [Vec<f64>; 6] = Default::default();
             for _ in 0..ROUNDS {
                 times[0].push(pipeline(in_flight, || Bytes::from_static(b"floor")));
                 times[1].push(pipeline(in_flight, || {
@@ -67,12 +67,25 @@ fn run(label: &str) {
                     b.put_slice(&data);
                     b
                 }));
+                times[4].push(pipeline(in_flight, || {
+                    let mut b = fixed.allocate().unwrap();
+                    b.put_slice(&data);
+                    b.freeze()
+                }));
+                times[5].push(pipeline(in_flight, || {
+                    let mut b = fixed.allocate().unwrap();
+                    b.put_slice(&data);
+                    b
+                }));
             }
-            let [floor, bytesmut, buddy, unfrozen] = times.map(median);
+            let [floor, bytesmut, buddy, unfrozen, fixed_t, fixed_unfrozen] = times.map(median);
             let net = |t: f64| (t - floor) / (bytesmut - floor);
             println!(
                 "{label} s{size}_f{in_flight}: floor {floor:.0} ns, bytesmut {bytesmut:.0} ns, \
+                 fixed {fixed_t:.0} ns (net {:.2}x), fixed unfrozen {fixed_unfrozen:.0} ns (net {:.2}x), \
                  buddy {buddy:.0} ns (net {:.2}x), buddy unfrozen {unfrozen:.0} ns (net {:.2}x)",
+                net(fixed_t),
+                net(fixed_unfrozen),
                 net(buddy),
                 net(unfrozen)
             );
