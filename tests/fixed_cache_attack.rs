@@ -44,6 +44,24 @@ fn many_threads() -> usize {
     (cpus * 4 + 3).min(40)
 }
 
+/// `n` threads that drop whatever buffers are sent to them; they end when
+/// the sender is dropped.
+fn dropper_pool(n: usize) -> (mpsc::Sender<Buffer>, Vec<thread::JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel::<Buffer>();
+    let rx = Arc::new(Mutex::new(rx));
+    let droppers = (0..n)
+        .map(|_| {
+            let rx = Arc::clone(&rx);
+            thread::spawn(move || {
+                while let Ok(buf) = { rx.lock().unwrap().recv() } {
+                    drop(buf);
+                }
+            })
+        })
+        .collect();
+    (tx, droppers)
+}
+
 /// Live buffers allowed: a token is taken before allocating and given back
 /// (by `Token::drop`) after the buffer's last piece dropped.
 struct Tokens {
@@ -425,18 +443,7 @@ fn waiters_fed_by_cross_thread_releases_with_cancellations_finish() {
             .enable_time()
             .build()
             .unwrap();
-        let (tx, rx) = mpsc::channel::<Buffer>();
-        let rx = Arc::new(Mutex::new(rx));
-        let droppers: Vec<_> = (0..3)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                thread::spawn(move || {
-                    while let Ok(buf) = { rx.lock().unwrap().recv() } {
-                        drop(buf);
-                    }
-                })
-            })
-            .collect();
+        let (tx, droppers) = dropper_pool(3);
         let tasks = if cfg!(miri) { 8 } else { 200 };
         let rounds = iters() / 100 + 2;
         let done = Arc::new(AtomicUsize::new(0));
@@ -499,18 +506,7 @@ fn waiters_fed_by_cross_thread_releases_with_cancellations_finish() {
 fn oversubscribed_arena_every_call_returns() {
     for slots in [1, 31, 62] {
         let arena = FixedArena::builder(nz(slots), nz(16)).build().unwrap();
-        let (tx, rx) = mpsc::channel::<Buffer>();
-        let rx = Arc::new(Mutex::new(rx));
-        let droppers: Vec<_> = (0..2)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                thread::spawn(move || {
-                    while let Ok(buf) = { rx.lock().unwrap().recv() } {
-                        drop(buf);
-                    }
-                })
-            })
-            .collect();
+        let (tx, droppers) = dropper_pool(2);
         let n = iters();
         let workers: Vec<_> = (0..many_threads())
             .map(|_| {
