@@ -49,6 +49,15 @@ pub(crate) struct Slot {
     pub(crate) bit: u32,
 }
 
+impl Slot {
+    /// The slot's number in the arena (its place in the region and in the
+    /// per-slot tables).
+    #[inline]
+    pub(crate) fn index(self) -> usize {
+        self.word * SLOTS_PER_WORD + self.bit as usize
+    }
+}
+
 /// Slots of one word whose bits are still set and that must go to waiting
 /// tasks: the caller grants them to head waiters under the queue lock and
 /// clears the rest with [`Bitmap::clear`] (also under the lock).

@@ -184,13 +184,13 @@ impl FixedArena {
     }
 
     /// The wait queue's lock, held (tests check what works without it).
-    #[cfg(all(test, feature = "async-alloc"))]
+    #[cfg(all(test, feature = "async-alloc", not(arenabuf_loom)))]
     pub(crate) fn lock_queue(&self) -> impl Sized + '_ {
         sync::lock(&self.inner().waiters)
     }
 
     /// Entries the wait queue's buffers have room for now.
-    #[cfg(all(test, feature = "async-alloc"))]
+    #[cfg(all(test, feature = "async-alloc", not(arenabuf_loom)))]
     pub(crate) fn queue_capacity(&self) -> usize {
         sync::lock(&self.inner().waiters).heap_entries()
     }

@@ -29,7 +29,7 @@ use crate::buffer::{Buffer, Home, Lease};
 use crate::region::{Region, scrub};
 use crate::sync::{self, AtomicU64, AtomicUsize, Ordering};
 
-use super::bitmap::{Batch, SLOTS_PER_WORD, Slot};
+use super::bitmap::{Batch, Slot};
 use super::cache::CachedBitmap;
 use super::teardown::finish;
 
@@ -75,18 +75,13 @@ impl FixedInner {
     /// The lease of `slot`, which the caller claimed.
     #[inline]
     pub(super) fn lease(&self, this: NonNull<FixedInner>, slot: Slot) -> Lease {
-        let index = slot.word * SLOTS_PER_WORD + slot.bit as usize;
         // SAFETY: index < slot_count (bits past it are padding, never
         // clear), so its offset is within the region.
-        let ptr = unsafe { self.region.at(index * self.slot_capacity) };
+        let ptr = unsafe { self.region.at(slot.index() * self.slot_capacity) };
         Lease {
             ptr,
             cap: self.slot_capacity,
-            home: Home::Fixed(FixedLease {
-                inner: this,
-                word: slot.word,
-                bit: slot.bit,
-            }),
+            home: Home::Fixed(FixedLease { inner: this, slot }),
         }
     }
 
@@ -262,8 +257,7 @@ impl HandOver {
 /// A leased slot of a fixed arena.
 pub(crate) struct FixedLease {
     inner: NonNull<FixedInner>,
-    word: usize,
-    bit: u32,
+    slot: Slot,
 }
 
 impl FixedLease {
@@ -280,18 +274,14 @@ impl FixedLease {
     /// Returns the slot (at `ptr`, `cap` bytes) to the arena.
     #[inline]
     pub(crate) fn release(&self, ptr: NonNull<u8>, cap: usize) {
-        let inner = self.inner;
-        let slot = Slot {
-            word: self.word,
-            bit: self.bit,
-        };
+        let (inner, slot) = (self.inner, self.slot);
         let (slots, shard) = {
             let arena = self.inner();
             if arena.zero_on_release {
                 // SAFETY: the slot is still ours; nobody else reads it.
                 unsafe { scrub(ptr, cap) };
             }
-            let releases = &arena.releases[slot.word * SLOTS_PER_WORD + slot.bit as usize];
+            let releases = &arena.releases[slot.index()];
             // Only this lease's holder writes this counter: load + store is
             // enough, and keeps a locked instruction off the hot path.
             releases.store(

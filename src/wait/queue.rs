@@ -193,7 +193,7 @@ impl Waiters {
 
     /// Bytes of heap this queue holds now (its buffers, not the nodes the
     /// tasks own), for tests.
-    #[cfg(test)]
+    #[cfg(all(test, not(arenabuf_loom)))]
     pub(crate) fn heap_entries(&self) -> usize {
         self.classes.iter().map(VecDeque::capacity).sum()
     }

@@ -5,14 +5,9 @@ use loom::sync::atomic::AtomicBool;
 use loom::thread;
 
 use super::*;
-use crate::fixed::bitmap::SLOTS_PER_WORD;
 
 fn no_waiters(b: Batch) {
     panic!("no task waits, yet {b:?} was handed over");
-}
-
-fn index(slot: Slot) -> usize {
-    slot.word * SLOTS_PER_WORD + slot.bit as usize
 }
 
 /// Two slots. Shard 0 allocates both, releases one into shard 1's
@@ -26,19 +21,19 @@ fn cross_shard_release_and_allocate() {
         let held = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
         let a = bm.allocate(0, &mut no_waiters).unwrap();
         let b = bm.allocate(0, &mut no_waiters).unwrap();
-        held[index(a)].store(true, Ordering::Relaxed);
-        held[index(b)].store(true, Ordering::Relaxed);
+        held[a.index()].store(true, Ordering::Relaxed);
+        held[b.index()].store(true, Ordering::Relaxed);
         let t = {
             let (bm, held) = (bm.clone(), held.clone());
             thread::spawn(move || {
-                held[index(a)].store(false, Ordering::Relaxed);
+                held[a.index()].store(false, Ordering::Relaxed);
                 bm.release_slot(1, a, &mut no_waiters);
             })
         };
         let got = bm.allocate(0, &mut no_waiters);
         if let Some(s) = got {
             assert!(
-                !held[index(s)].swap(true, Ordering::Relaxed),
+                !held[s.index()].swap(true, Ordering::Relaxed),
                 "double lease"
             );
         }

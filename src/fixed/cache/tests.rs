@@ -5,7 +5,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::*;
-use crate::fixed::bitmap::SLOTS_PER_WORD;
 
 fn no_waiters(b: Batch) {
     panic!("no task waits, yet {b:?} was handed over");
@@ -23,7 +22,7 @@ fn every_slot_once_then_full_then_all_back() {
         for i in 0..slots {
             let slot = bm.allocate(i % 4, &mut no_waiters).expect("a free slot");
             assert!(got.insert(slot), "{slot:?} leased twice");
-            assert!(slot.word * SLOTS_PER_WORD + (slot.bit as usize) < slots);
+            assert!(slot.index() < slots);
         }
         for shard in 0..4 {
             assert_eq!(bm.allocate(shard, &mut no_waiters), None, "{slots} slots");
@@ -162,7 +161,7 @@ fn threads_hand_slots_across() {
                 for _ in 0..ITERS {
                     match bm.allocate(p, &mut no_waiters) {
                         Some(slot) => {
-                            let i = slot.word * SLOTS_PER_WORD + slot.bit as usize;
+                            let i = slot.index();
                             assert!(!held[i].swap(true, Ordering::AcqRel), "{slot:?} twice");
                             tx.send(slot).unwrap();
                         }
@@ -184,7 +183,7 @@ fn threads_hand_slots_across() {
                     let Ok(slot) = rx.lock().unwrap().recv() else {
                         break;
                     };
-                    let i = slot.word * SLOTS_PER_WORD + slot.bit as usize;
+                    let i = slot.index();
                     assert!(held[i].swap(false, Ordering::AcqRel));
                     bm.release_slot(c, slot, &mut no_waiters);
                 }
@@ -219,17 +218,17 @@ fn no_spurious_full_while_caches_could_hold_everything() {
                         let slot = bm
                             .allocate(shard, &mut no_waiters)
                             .expect("at most 48 of 64 slots are leased");
-                        let k = slot.word * SLOTS_PER_WORD + slot.bit as usize;
+                        let k = slot.index();
                         assert!(!held[k].swap(true, Ordering::AcqRel), "{slot:?} twice");
                         mine.push(slot);
                     } else if let Some(slot) = mine.pop() {
-                        let k = slot.word * SLOTS_PER_WORD + slot.bit as usize;
+                        let k = slot.index();
                         assert!(held[k].swap(false, Ordering::AcqRel));
                         bm.release_slot((shard + 1) % 4, slot, &mut no_waiters);
                     }
                 }
                 for slot in mine {
-                    let k = slot.word * SLOTS_PER_WORD + slot.bit as usize;
+                    let k = slot.index();
                     assert!(held[k].swap(false, Ordering::AcqRel));
                     bm.release_slot(t, slot, &mut no_waiters);
                 }
